@@ -1,0 +1,366 @@
+"""Typed, frozen gateway configuration: one YAML file plus environment variables.
+
+The file (default ``gateway.yaml``; absent means "all defaults") is validated once at start with
+every error reported as ``file:line: field: reason``; environment variables override a few
+operational fields and carry every secret (API key, SIP passwords), so secrets never need to be
+written in the file. This is the only module that reads ``os.environ``: it receives the mapping
+as an argument and components get their slice of :class:`Settings` as arguments. No value that
+may be a secret is ever put in an error message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gateway.errors import ConfigError, ConfigErrors
+from gateway.yamlsrc import Reader, YamlDoc, load_yaml
+
+#: ``realtime.url`` value meaning "start the local simulator inside the gateway and use it".
+EMBEDDED = "embedded"
+DEFAULT_MODEL = "gpt-realtime-2.1"
+DEFAULT_CONFIG_FILE = "gateway.yaml"
+
+LogFormat = Literal["text", "json"]
+TransportType = Literal["udp", "tcp", "tls"]
+Codec = Literal["PCMU", "PCMA"]
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret string that never shows its value in ``repr`` or ``str``."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret(***)" if self.value else "Secret(<empty>)"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """Where and how to reach the Realtime API."""
+
+    url: str = EMBEDDED
+    model: str = DEFAULT_MODEL
+    api_key: Secret = Secret("")
+    #: Extra handshake headers (e.g. Azure ``api-key``); values come from the environment.
+    headers: Mapping[str, Secret] = field(default_factory=dict)
+    open_timeout_s: float = 10.0
+    ping_interval_s: float = 20.0
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the gateway runs the local simulator itself."""
+        return self.url == EMBEDDED
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """The local Realtime simulator (``gateway sim``, or embedded)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    scenarios: str | None = None
+    speed: float = 4.0
+    tts: Literal["auto", "espeak", "tone"] = "auto"
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """One SIP listening transport."""
+
+    type: TransportType = "udp"
+    host: str = "127.0.0.1"
+    port: int = 5060
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """A registration account at a PBX or registrar."""
+
+    name: str
+    registrar: str
+    user: str
+    domain: str
+    auth_user: str
+    password: Secret
+    realm: str = "*"
+    expires_s: int = 300
+    proxy: str | None = None
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """The SIP user agent."""
+
+    transports: tuple[TransportSettings, ...] = (TransportSettings(),)
+    #: Source networks allowed to send INVITEs straight to us (trunk mode); others get 403.
+    trunk_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+    )
+    accounts: tuple[AccountSettings, ...] = ()
+    codecs: tuple[Codec, ...] = ("PCMU", "PCMA")
+    max_calls: int = 4
+    rtp_port_start: int = 20000
+    rtp_port_range: int = 2000
+    public_address: str | None = None
+    user_agent: str = "gateway"
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The aiohttp control and webhook server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """Limits that apply to every call unless the agent overrides them."""
+
+    max_duration_s: int = 3600
+    #: Chunk of caller audio per ``input_audio_buffer.append``; 40 ms halves the messages.
+    append_chunk_ms: int = 40
+    playout_capacity_ms: int = 120_000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging."""
+
+    level: str = "INFO"
+    format: LogFormat = "text"
+    #: Log transcripts, caller numbers and tool arguments (off: content is redacted).
+    call_content: bool = False
+    #: PJSIP's own log level (0-5); 1-2 in production.
+    pjsip_level: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration."""
+
+    source: str = "<defaults>"
+    realtime: RealtimeSettings = RealtimeSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    sip: SipSettings = SipSettings()
+    control: ControlSettings = ControlSettings()
+    calls: CallSettings = CallSettings()
+    logging: LogSettings = LogSettings()
+    dialplan: str = "dialplans/default.yaml"
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str]) -> Settings:
+    """Read and validate the configuration.
+
+    Args:
+        path: YAML file; ``None`` uses ``$GATEWAY_CONFIG`` or ``gateway.yaml`` when it exists,
+            else the defaults. An explicitly named file that does not exist is an error.
+        env: The process environment (passed in; this module never reads ``os.environ``).
+
+    Raises:
+        ConfigErrors: Every problem found, each with file, line and field.
+    """
+    explicit = path is not None or bool(env.get("GATEWAY_CONFIG"))
+    chosen = Path(path if path is not None else env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_FILE)
+    if chosen.exists():
+        try:
+            text = chosen.read_text(encoding="utf-8")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigErrors([ConfigError(str(chosen), None, "", reason)]) from None
+        try:
+            doc = load_yaml(text, str(chosen))
+        except ConfigError as exc:
+            raise ConfigErrors([exc]) from None
+    elif explicit:
+        raise ConfigErrors([ConfigError(str(chosen), None, "", "file not found")])
+    else:
+        doc = YamlDoc("<defaults>", {})
+    return parse_settings(doc, env)
+
+
+def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from a parsed document and the environment."""
+    root = Reader(doc)
+    realtime = _realtime(root.sub("realtime"), env)
+    simulator = _simulator(root.sub("simulator"))
+    sip = _sip(root.sub("sip"), env)
+    ctl = root.sub("control")
+    control = ControlSettings(host=ctl.str("host", "127.0.0.1"),
+                              port=ctl.int("port", 8080, min=0, max=65535))
+    ctl.finish()
+    calls = _calls(root.sub("calls"))
+    logs = _logging(root.sub("logging"), env)
+    dialplan = _override(env, "GATEWAY_DIALPLAN", root.str("dialplan", "dialplans/default.yaml"))
+    root.finish()
+    root.raise_errors()
+    return Settings(source=doc.source, realtime=realtime, simulator=simulator, sip=sip,
+                    control=control, calls=calls, logging=logs, dialplan=dialplan)
+
+
+def _override(env: Mapping[str, str], name: str, file_value: str) -> str:
+    """The environment variable ``name`` when set and non-empty, else the file's value."""
+    return env.get(name) or file_value
+
+
+def _env_error(name: str, reason: str) -> ConfigError:
+    return ConfigError("environment", None, name, reason)
+
+
+def _realtime(r: Reader, env: Mapping[str, str]) -> RealtimeSettings:
+    url = _override(env, "GATEWAY_REALTIME_URL", r.str("url", EMBEDDED))
+    if url != EMBEDDED and not url.startswith(("ws://", "wss://")):
+        r.error("url", f"must be {EMBEDDED!r} or a ws:// or wss:// URL")
+    model = _override(env, "GATEWAY_REALTIME_MODEL", r.str("model", DEFAULT_MODEL))
+    key_var = r.str("api_key_env", "OPENAI_API_KEY", pattern=r"[A-Za-z_][A-Za-z0-9_]*")
+    headers: dict[str, Secret] = {}
+    for name, value in (r.raw("headers_from_env") or {}).items():
+        # Header values are secrets (e.g. Azure api-key): the file names the variable only.
+        if not isinstance(value, str) or value not in env:
+            r.error("headers_from_env", f"header {name!r}: environment variable not set")
+            continue
+        headers[str(name)] = Secret(env[value])
+    settings = RealtimeSettings(
+        url=url, model=model, api_key=Secret(env.get(key_var, "")), headers=headers,
+        open_timeout_s=r.float("open_timeout_s", 10.0, min=0.1, max=120),
+        ping_interval_s=r.float("ping_interval_s", 20.0, min=1, max=300),
+    )
+    if not settings.embedded and not settings.api_key and not headers:
+        r.error("api_key_env", f"{url} needs an API key: set ${key_var} (or headers_from_env)")
+    r.finish()
+    return settings
+
+
+def _simulator(r: Reader) -> SimulatorSettings:
+    out = SimulatorSettings(
+        host=r.str("host", "127.0.0.1"),
+        port=r.int("port", 8765, min=0, max=65535),
+        scenarios=r.str("scenarios", None) if r.has("scenarios") else None,
+        speed=r.float("speed", 4.0, min=0.1, max=100),
+        tts=r.str("tts", "auto", choices=("auto", "espeak", "tone")),  # type: ignore[arg-type]
+    )
+    r.finish()
+    return out
+
+
+def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
+    transports = tuple(_transport(t) for t in r.items("transports")) or (TransportSettings(),)
+    seen: set[tuple[str, int]] = set()
+    for i, t in enumerate(transports):
+        key = (t.type, t.port)
+        if key in seen and t.port:
+            r.error("transports", f"transport {i}: {t.type} port {t.port} listed twice")
+        seen.add(key)
+    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for net in r.str_list("trunk_allow", ["127.0.0.0/8"]):
+        try:
+            allow.append(ipaddress.ip_network(net, strict=False))
+        except ValueError:
+            r.error("trunk_allow", f"not an IP network: {net!r}")
+    accounts = tuple(_account(a, env) for a in r.items("accounts"))
+    names = [a.name for a in accounts]
+    for name in {n for n in names if names.count(n) > 1}:
+        r.error("accounts", f"account name {name!r} used twice")
+    codecs = r.str_list("codecs", ["PCMU", "PCMA"])
+    for c in codecs:
+        if c not in ("PCMU", "PCMA"):
+            r.error("codecs", f"unsupported codec {c!r}; use PCMU and/or PCMA")
+    if not codecs:
+        r.error("codecs", "needs at least one codec")
+    out = SipSettings(
+        transports=transports, trunk_allow=tuple(allow), accounts=accounts,
+        codecs=tuple(c for c in codecs if c in ("PCMU", "PCMA")),  # type: ignore[misc]
+        max_calls=r.int("max_calls", 4, min=1, max=512),
+        rtp_port_start=r.int("rtp_port_start", 20000, min=1024, max=65000),
+        rtp_port_range=r.int("rtp_port_range", 2000, min=8, max=40000),
+        public_address=r.str("public_address", None) if r.has("public_address") else None,
+        user_agent=r.str("user_agent", "gateway"),
+    )
+    r.finish()
+    return out
+
+
+def _transport(r: Reader) -> TransportSettings:
+    kind = r.str("type", "udp", choices=("udp", "tcp", "tls"))
+    t = TransportSettings(
+        type=kind,  # type: ignore[arg-type]
+        host=r.str("host", "127.0.0.1"),
+        port=r.int("port", 5061 if kind == "tls" else 5060, min=0, max=65535),
+        cert_file=r.str("cert_file", None) if r.has("cert_file") else None,
+        key_file=r.str("key_file", None) if r.has("key_file") else None,
+        ca_file=r.str("ca_file", None) if r.has("ca_file") else None,
+    )
+    if kind == "tls" and not (t.cert_file and t.key_file):
+        r.error(None, "tls transport needs cert_file and key_file")
+    r.finish()
+    return t
+
+
+def _account(r: Reader, env: Mapping[str, str]) -> AccountSettings:
+    name = r.str("name", pattern=r"[A-Za-z0-9_.-]+")
+    user = r.str("user")
+    password_env = r.str("password_env", "", pattern=r"[A-Za-z_][A-Za-z0-9_]*|")
+    if password_env and password_env not in env:
+        r.error("password_env", f"environment variable {password_env} is not set")
+    registrar = r.str("registrar")
+    if registrar and not registrar.startswith(("sip:", "sips:")):
+        r.error("registrar", "must be a sip: or sips: URI")
+    acct = AccountSettings(
+        name=name, registrar=registrar, user=user,
+        domain=r.str("domain", "") or registrar.split(":", 1)[-1].split(";")[0],
+        auth_user=r.str("auth_user", "") or user,
+        password=Secret(env.get(password_env, "")) if password_env else Secret(""),
+        realm=r.str("realm", "*"),
+        expires_s=r.int("expires_s", 300, min=30, max=86400),
+        proxy=r.str("proxy", None) if r.has("proxy") else None,
+    )
+    r.finish()
+    return acct
+
+
+def _calls(r: Reader) -> CallSettings:
+    out = CallSettings(
+        max_duration_s=r.int("max_duration_s", 3600, min=1, max=86400),
+        append_chunk_ms=r.int("append_chunk_ms", 40, min=20, max=200),
+        playout_capacity_ms=r.int("playout_capacity_ms", 120_000, min=1000, max=600_000),
+    )
+    r.check("append_chunk_ms", out.append_chunk_ms % 20 == 0, "must be a multiple of 20 ms")
+    r.finish()
+    return out
+
+
+def _logging(r: Reader, env: Mapping[str, str]) -> LogSettings:
+    level = _override(env, "GATEWAY_LOG_LEVEL", r.str("level", "INFO")).upper()
+    if level not in _LOG_LEVELS:
+        r.error("level", f"must be one of {', '.join(_LOG_LEVELS)}")
+        level = "INFO"
+    fmt = _override(env, "GATEWAY_LOG_FORMAT", r.str("format", "text", choices=("text", "json")))
+    if fmt not in ("text", "json"):
+        r.errors.append(_env_error("GATEWAY_LOG_FORMAT", "must be text or json"))
+        fmt = "text"
+    content_env = env.get("GATEWAY_LOG_CALL_CONTENT")
+    content = r.bool("call_content", False)
+    if content_env is not None:
+        if content_env.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            r.errors.append(_env_error("GATEWAY_LOG_CALL_CONTENT", "must be 1/0/true/false"))
+        content = content_env.lower() in ("1", "true", "yes")
+    out = LogSettings(level=level, format=fmt,  # type: ignore[arg-type]
+                      call_content=content, pjsip_level=r.int("pjsip_level", 1, min=0, max=5))
+    r.finish()
+    return out
