@@ -23,6 +23,8 @@ from gateway.yamlsrc import Reader, YamlDoc, load_yaml
 EMBEDDED = "embedded"
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
+#: The pjsua2-python wheel compiles in 4 call slots per process; one stays free for refusals.
+MAX_CALLS_PER_PROCESS = 3
 
 LogFormat = Literal["text", "json"]
 TransportType = Literal["udp", "tcp", "tls"]
@@ -111,7 +113,9 @@ class SipSettings:
     )
     accounts: tuple[AccountSettings, ...] = ()
     codecs: tuple[Codec, ...] = ("PCMU", "PCMA")
-    max_calls: int = 4
+    #: Calls per process. The pjsua2-python wheel has 4 call slots; one is kept free so a call
+    #: beyond the limit gets 503 + Retry-After from us instead of pjsua's bare 486.
+    max_calls: int = 3
     rtp_port_start: int = 20000
     rtp_port_range: int = 2000
     public_address: str | None = None
@@ -286,7 +290,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
     out = SipSettings(
         transports=transports, trunk_allow=tuple(allow), accounts=accounts,
         codecs=tuple(c for c in codecs if c in ("PCMU", "PCMA")),  # type: ignore[misc]
-        max_calls=r.int("max_calls", 4, min=1, max=512),
+        max_calls=r.int("max_calls", MAX_CALLS_PER_PROCESS, min=1, max=MAX_CALLS_PER_PROCESS),
         rtp_port_start=r.int("rtp_port_start", 20000, min=1024, max=65000),
         rtp_port_range=r.int("rtp_port_range", 2000, min=8, max=40000),
         public_address=r.str("public_address", None) if r.has("public_address") else None,

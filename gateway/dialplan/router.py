@@ -1,0 +1,135 @@
+"""Pick the route for an incoming call and render what its agent needs.
+
+The SIP side describes an INVITE as a :class:`CallInfo` (user parts of To and From, the
+Request-URI, headers, the ingress account and the source address) and calls :func:`route_call`.
+Routes are tried in order and the first whose conditions all hold wins; its action is returned
+with the merged variables and, for an agent, the rendered instructions and greeting. No match
+raises :class:`~gateway.errors.NoRouteError`, which the SIP adapter answers with 404. Patterns
+were compiled at load time, so routing is string comparisons only. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from types import MappingProxyType
+
+from gateway.dialplan.schema import Action, AgentAction, AgentSpec, Dialplan, Route
+from gateway.dialplan.template import RenderContext
+from gateway.errors import NoRouteError
+
+
+def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        ip = ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; match them against IPv4 nets.
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What the router knows about an incoming call.
+
+    Attributes:
+        to_user: User part of the To URI (the number dialled).
+        from_user: User part of the From URI (the caller).
+        request_uri: The full Request-URI, e.g. ``sip:+18005550100@gw.example.com``.
+        headers: SIP headers; looked up case-insensitively through :meth:`header`.
+        account: Name of the ingress account or transport, if known.
+        source_ip: Address the INVITE came from.
+        caller_name: Display name of the From header, if any.
+    """
+
+    to_user: str
+    from_user: str
+    request_uri: str
+    headers: Mapping[str, str]
+    account: str | None
+    source_ip: str
+    caller_name: str | None = None
+    _by_lower: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    _ip: IPv4Address | IPv6Address | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_lower = {name.lower(): value for name, value in self.headers.items()}
+        object.__setattr__(self, "_by_lower", MappingProxyType(by_lower))
+        object.__setattr__(self, "_ip", _parse_ip(self.source_ip))
+
+    def header(self, name: str) -> str | None:
+        """Value of header ``name`` (any case), or ``None`` when absent."""
+        return self._by_lower.get(name.lower())
+
+    @property
+    def lower_headers(self) -> Mapping[str, str]:
+        """All headers keyed by lower-case name."""
+        return self._by_lower
+
+    @property
+    def ip(self) -> IPv4Address | IPv6Address | None:
+        """``source_ip`` parsed (IPv4-mapped IPv6 unwrapped), or ``None`` if it is not an IP."""
+        return self._ip
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """What to do with a call.
+
+    Attributes:
+        route: The route that matched.
+        action: Its action (``AgentAction``, ``RejectAction`` or ``ReferAction``).
+        variables: Top-level variables overridden by the route's.
+        agent: The agent, for an ``AgentAction``.
+        instructions: The agent's rendered instructions, for an ``AgentAction``.
+        greeting: The agent's rendered greeting, when it has one.
+    """
+
+    route: Route
+    action: Action
+    variables: Mapping[str, str]
+    agent: AgentSpec | None = None
+    instructions: str | None = None
+    greeting: str | None = None
+
+
+def find_route(dialplan: Dialplan, call: CallInfo) -> Route | None:
+    """The first route whose conditions ``call`` meets, or ``None``."""
+    for route in dialplan.routes:
+        if route.match.matches(call):
+            return route
+    return None
+
+
+def route_call(dialplan: Dialplan, call: CallInfo) -> RouteDecision:
+    """Decide what to do with ``call``.
+
+    Raises:
+        NoRouteError: When no route matches (the SIP answer is 404).
+    """
+    route = find_route(dialplan, call)
+    if route is None:
+        raise NoRouteError()
+    variables: Mapping[str, str] = MappingProxyType({**dialplan.variables, **route.variables})
+    action = route.action
+    if not isinstance(action, AgentAction):
+        return RouteDecision(route, action, variables)
+    # The loader guarantees the agent exists; a KeyError here is a loader bug, not bad input.
+    agent = dialplan.agents[action.agent]
+    context = RenderContext(
+        call={
+            "caller": call.from_user,
+            "callee": call.to_user,
+            "caller_name": call.caller_name or "",
+            "request_uri": call.request_uri,
+            "route": route.name,
+        },
+        headers=call.lower_headers,
+        variables=variables,
+    )
+    greeting = agent.greeting.render(context) if agent.greeting is not None else None
+    return RouteDecision(route, action, variables, agent, agent.instructions.render(context),
+                         greeting)
