@@ -73,6 +73,7 @@ case "$cmd" in
         ;;
     run)
         setup
+        cd "$ROOT"
         exec "$VENV/bin/gateway" run "$@"
         ;;
     test)

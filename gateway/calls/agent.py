@@ -1,0 +1,51 @@
+"""From a dialplan agent to the GA ``session.update`` that configures its Realtime session.
+
+Pure. The audio formats come from the call's media bridge (native G.711 matching the SIP codec,
+or PCM16 24 kHz when transcoding), so the session always speaks what the call carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.dialplan import schema
+from gateway.media.bridge import MediaBridge
+from gateway.realtime import events as rt
+
+
+def _format(wire: dict[str, Any]) -> rt.AudioFormat:
+    return rt.AudioFormat(type=wire["type"], rate=wire.get("rate"))
+
+
+def turn_detection(td: schema.ServerVad | schema.SemanticVad | None) -> rt.TurnDetection:
+    """The typed GA turn detection for a dialplan setting (``None`` = manual turns)."""
+    if td is None:
+        return None
+    if isinstance(td, schema.SemanticVad):
+        return rt.SemanticVad(eagerness=td.eagerness, create_response=td.create_response,
+                              interrupt_response=td.interrupt_response)
+    return rt.ServerVad(threshold=td.threshold, prefix_padding_ms=td.prefix_padding_ms,
+                        silence_duration_ms=td.silence_duration_ms,
+                        create_response=td.create_response,
+                        interrupt_response=td.interrupt_response,
+                        idle_timeout_ms=td.idle_timeout_ms)
+
+
+def session_config(agent: schema.AgentSpec, instructions: str,
+                   bridge: MediaBridge) -> rt.SessionConfig:
+    """The ``session`` of the ``session.update`` that sets ``agent`` up on this call."""
+    fmt = _format(bridge.api_format)
+    transcription: rt.InputTranscription | None = None
+    if agent.transcription is not None:
+        t = agent.transcription
+        transcription = rt.InputTranscription(model=t.model, language=t.language,
+                                              prompt=t.prompt)
+    return rt.SessionConfig(
+        instructions=instructions,
+        output_modalities=("audio",),
+        audio=rt.AudioConfig(
+            input=rt.AudioInputConfig(format=fmt, transcription=transcription,
+                                      turn_detection=turn_detection(agent.turn_detection)),
+            output=rt.AudioOutputConfig(format=fmt, voice=agent.voice),
+        ),
+    )

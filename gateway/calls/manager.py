@@ -1,0 +1,203 @@
+"""Admission and bookkeeping of every call in this process.
+
+The manager receives the SIP user agent's events on the loop, decides what each new INVITE gets
+(allow-list for trunk calls -> 403, dialplan -> route, reject, redirect, or an agent), starts a
+:class:`~gateway.calls.session.CallSession` per agent call as a named task it owns, forwards
+later SIP events to that session, and runs the one shared 20 ms media tick that moves caller
+audio of every call (one timer per process instead of one per call, perf-notes). Refusals are
+:class:`~gateway.errors.CallRejected` errors turned into SIP responses by the user agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.calls.session import CallRecord, CallSession, SessionSettings, SipControl
+from gateway.config import Settings
+from gateway.dialplan.router import CallInfo, route_call
+from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
+from gateway.errors import CallRejected, NoRouteError
+from gateway.realtime.client import RealtimeConnectOptions
+from gateway.sip.events import IncomingCall, LegEnded, RegistrationState, SipEvent
+
+log = logging.getLogger("gateway.calls")
+
+#: Keep this many finished call records for the control API.
+_RECENT_CALLS = 200
+_TICK_S = 0.02
+
+
+@dataclass
+class CallStats:
+    """Counters since start."""
+
+    offered: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)
+    redirected: int = 0
+    sessions: int = 0
+    ended: int = 0
+
+
+class CallManager:
+    """Routes incoming calls and owns their sessions.
+
+    Args:
+        settings: The gateway configuration.
+        sip: The SIP user agent's command side.
+        dialplan: Returns the current dialplan (it may be reloaded at any time).
+        realtime_url: WebSocket URL of the Realtime API (or the embedded simulator).
+    """
+
+    def __init__(self, settings: Settings, sip: SipControl, dialplan: Callable[[], Dialplan],
+                 realtime_url: str) -> None:
+        self.settings = settings
+        self.sip = sip
+        self._dialplan = dialplan
+        self._realtime_url = realtime_url
+        self._sessions: dict[int, CallSession] = {}
+        self._tasks: dict[int, asyncio.Task[CallRecord]] = {}
+        self.recent: list[CallRecord] = []
+        self.registrations: dict[str, RegistrationState] = {}
+        self.stats = CallStats()
+        self._tick: asyncio.Task[None] | None = None
+        self._session_settings = SessionSettings(
+            append_chunk_ms=settings.calls.append_chunk_ms,
+            max_duration_s=settings.calls.max_duration_s,
+            log_content=settings.logging.call_content,
+        )
+
+    async def __aenter__(self) -> CallManager:
+        self._tick = asyncio.create_task(self._media_tick(), name="calls:media-tick")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def active(self) -> int:
+        """Calls with a running session."""
+        return len(self._tasks)
+
+    def on_sip_event(self, event: SipEvent) -> None:
+        """Entry point for every SIP event (on the loop thread)."""
+        if isinstance(event, IncomingCall):
+            self._offer(event)
+        elif isinstance(event, RegistrationState):
+            self.registrations[event.account] = event
+            level = logging.INFO if event.active or event.expires_s == 0 else logging.WARNING
+            log.log(level, "registration %s: %d %s (expires %d s)", event.account,
+                    event.status, event.reason, event.expires_s)
+        else:
+            session = self._sessions.get(event.leg_id)
+            if session is not None:
+                session.on_sip_event(event)
+            elif not isinstance(event, LegEnded):
+                log.debug("event for unknown leg %d: %s", event.leg_id, type(event).__name__)
+
+    def _offer(self, offer: IncomingCall) -> None:
+        self.stats.offered += 1
+        try:
+            self._admit(offer)
+        except CallRejected as err:
+            self.stats.rejected[err.sip_status] = self.stats.rejected.get(err.sip_status, 0) + 1
+            log.info("call %s refused: %d %s", offer.sip_call_id, err.sip_status, err.reason)
+            self.sip.reject(offer.leg_id, err)
+        except Exception:
+            log.exception("error admitting call %s", offer.sip_call_id)
+            self.sip.reject(offer.leg_id, CallRejected("Server Internal Error"))
+
+    def _admit(self, offer: IncomingCall) -> None:
+        if offer.account == "trunk" and not self._trunk_allowed(offer.source_ip):
+            raise CallRejected("Forbidden", sip_status=403)
+        info = CallInfo(to_user=offer.to_user, from_user=offer.from_user,
+                        request_uri=offer.request_uri, headers=dict(offer.headers),
+                        account=offer.account, source_ip=offer.source_ip,
+                        caller_name=offer.from_name)
+        decision = route_call(self._dialplan(), info)  # NoRouteError -> 404
+        action = decision.action
+        if isinstance(action, RejectAction):
+            raise CallRejected(action.reason, sip_status=action.code)
+        if isinstance(action, ReferAction):
+            # Before answer a redirect is a 302 with the target in Contact (RFC 3261 §21.3.3).
+            self.stats.redirected += 1
+            log.info("call %s redirected by route %s", offer.sip_call_id, decision.route.name)
+            self.sip.answer(offer.leg_id, 302, "Moved Temporarily",
+                            (("Contact", f"<{action.uri}>"),))
+            return
+        assert isinstance(action, AgentAction)
+        if decision.agent is None:
+            raise NoRouteError()
+        agent = decision.agent
+        options = RealtimeConnectOptions(
+            url=self._realtime_url,
+            model=agent.model or self.settings.realtime.model,
+            api_key=self.settings.realtime.api_key.value or "local-simulator",
+            headers={k: v.value for k, v in self.settings.realtime.headers.items()},
+            open_timeout_s=self.settings.realtime.open_timeout_s,
+            ping_interval_s=self.settings.realtime.ping_interval_s,
+        )
+        session = CallSession(offer, decision, self.sip, options, self._session_settings)
+        self._sessions[offer.leg_id] = session
+        self.stats.sessions += 1
+        log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,
+                 offer.from_user if self.settings.logging.call_content else "***",
+                 offer.to_user, decision.route.name, agent.name)
+        task = asyncio.create_task(session.run(), name=f"call:{offer.leg_id}:session")
+        self._tasks[offer.leg_id] = task
+        task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
+
+    def _trunk_allowed(self, source_ip: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(source_ip)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.settings.sip.trunk_allow)
+
+    def _session_done(self, leg_id: int, task: asyncio.Task[CallRecord]) -> None:
+        self._sessions.pop(leg_id, None)
+        self._tasks.pop(leg_id, None)
+        self.stats.ended += 1
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("call session %d crashed", leg_id, exc_info=exc)
+            return
+        self.recent.append(task.result())
+        del self.recent[:-_RECENT_CALLS]
+
+    async def _media_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            for session in list(self._sessions.values()):
+                try:
+                    session.pump()
+                except Exception:
+                    log.exception("media pump failed for leg %d", session.leg_id)
+            next_at += _TICK_S
+            delay = next_at - loop.time()
+            if delay < -0.2:  # fell far behind (e.g. the process was stopped): resync
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """End every call (BYE) and stop the media tick."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        if self._tick is not None:
+            self._tick.cancel()
+            try:
+                await self._tick
+            except asyncio.CancelledError:
+                pass
+            self._tick = None

@@ -1,0 +1,142 @@
+"""``gateway call``: a pjsua2 softphone for one call, for trying and testing a gateway.
+
+It dials a SIP URI, plays a WAV file into the call, records what it hears to a WAV file, and
+hangs up after a set time (or when the far end does). It prints one JSON summary on stdout:
+final status, who hung up, and the monotonic clock times (``time.monotonic()``, system-wide on
+Linux) at which the call was answered and recording started, so a test can line the recording
+up with events seen elsewhere. Runs its own pjsua2 endpoint on the calling thread (one endpoint
+per process); nothing here is shared with the gateway's user agent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.sip._pj import create_endpoint, pj
+
+
+@dataclass
+class CallReport:
+    """What happened on the call (printed as JSON)."""
+
+    uri: str
+    status: int | None = None
+    reason: str = ""
+    codec: str | None = None
+    answered_at: float | None = None
+    record_started_at: float | None = None
+    play_started_at: float | None = None
+    ended_at: float | None = None
+    ended_by: str = ""
+    states: list[str] = field(default_factory=list)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: Any, report: CallReport, play: str | None,
+                 record: str | None) -> None:
+        super().__init__(account)
+        self.report = report
+        self.play_path = play
+        self.record_path = record
+        self.player: Any = None
+        self.recorder: Any = None
+        self.disconnected = False
+
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        self.report.states.append(f"{info.stateText} {info.lastStatusCode}")
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.report.answered_at is None:
+            self.report.answered_at = time.monotonic()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.report.status = self.report.status or info.lastStatusCode
+            self.report.reason = self.report.reason or info.lastReason
+            self.report.ended_at = time.monotonic()
+            self.report.ended_by = self.report.ended_by or "remote"
+            self.disconnected = True
+
+    def onCallMediaState(self, prm: Any) -> None:
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            audio = self.getAudioMedia(index)
+            self.report.codec = str(self.getStreamInfo(index).codecName)
+            if self.record_path and self.recorder is None:
+                self.recorder = pj.AudioMediaRecorder()
+                self.recorder.createRecorder(self.record_path)
+                audio.startTransmit(self.recorder)
+                self.report.record_started_at = time.monotonic()
+            if self.play_path and self.player is None:
+                self.player = pj.AudioMediaPlayer()
+                self.player.createPlayer(self.play_path, pj.PJMEDIA_FILE_NO_LOOP)
+                self.player.startTransmit(audio)
+                self.report.play_started_at = time.monotonic()
+            return
+
+
+def place_call(uri: str, *, play: str | None = None, record: str | None = None,
+               duration_s: float = 10.0, bind: str = "127.0.0.1", port: int = 0,
+               codec: str | None = None, answer_timeout_s: float = 15.0,
+               log_level: int = 0) -> CallReport:
+    """Place one call and return what happened. Blocks for at most ``duration_s`` + setup."""
+    report = CallReport(uri)
+    ep = create_endpoint()
+    try:
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.logConfig.level = log_level
+        cfg.logConfig.consoleLevel = log_level
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 0
+        cfg.medConfig.ecTailLen = 0
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+        ep.audDevManager().setNullDev()
+        if codec:
+            for c in ep.codecEnum2():
+                ep.codecSetPriority(c.codecId, 254 if c.codecId.startswith(codec) else 0)
+        tc = pj.TransportConfig()
+        tc.boundAddress = bind
+        tc.port = port
+        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        ep.libStart()
+        ac = pj.AccountConfig()
+        ac.idUri = f"sip:caller@{bind}"
+        ac.mediaConfig.transportConfig.boundAddress = bind
+        ac.mediaConfig.transportConfig.port = 0
+        account = pj.Account()
+        account.create(ac)
+        _run_call(ep, account, report, play, record, duration_s, answer_timeout_s)
+        account.shutdown()
+        del account
+    finally:
+        ep.libDestroy()
+    return report
+
+
+def _run_call(ep: Any, account: Any, report: CallReport, play: str | None, record: str | None,
+              duration_s: float, answer_timeout_s: float) -> None:
+    call = _Call(account, report, play, record)
+    call.makeCall(report.uri, pj.CallOpParam(True))
+    start = time.monotonic()
+    while not call.disconnected:
+        ep.libHandleEvents(10)
+        now = time.monotonic()
+        if report.answered_at is None and now - start > answer_timeout_s:
+            report.ended_by = "local: no answer"
+            call.hangup(pj.CallOpParam(True))
+            break
+        if report.answered_at is not None and now - report.answered_at > duration_s:
+            report.ended_by = "local"
+            call.hangup(pj.CallOpParam(True))
+            break
+    deadline = time.monotonic() + 3.0
+    while not call.disconnected and time.monotonic() < deadline:
+        ep.libHandleEvents(10)
+    # Stop media objects before the call object goes (pjsua2-notes §4.2, §5.6).
+    call.player = None
+    call.recorder = None
+    del call

@@ -1,0 +1,82 @@
+"""Pure helpers for reading the parts of a SIP request the dialplan matches on.
+
+pjsua2 hands us the INVITE as text (``SipRxData.wholeMsg``); we only need header values and the
+user part of a few URIs, so a small RFC 3261 §7.3 header reader is enough: header folding,
+compact forms (``f``, ``t``, ``i``, ``m``) and display names are handled; bodies are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+
+_COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via",
+            "l": "Content-Length", "c": "Content-Type", "k": "Supported", "s": "Subject"}
+
+_URI_IN_ANGLES = re.compile(r"<([^>]*)>")
+_DISPLAY = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<')
+
+
+def parse_headers(message: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split a SIP message into its start line and ``(name, value)`` headers, in order.
+
+    Names are given in their canonical long form when a compact form was used.
+    """
+    head = message.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
+    lines = head.replace("\r\n", "\n").split("\n")
+    start = lines[0].strip() if lines else ""
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:  # folded continuation (RFC 3261 §7.3.1)
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip()
+        headers.append((_COMPACT.get(name.lower(), name) if len(name) == 1 else name,
+                        value.strip()))
+    return start, headers
+
+
+def header(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...], name: str) -> str | None:
+    """First value of ``name`` (case-insensitive), or ``None``."""
+    low = name.lower()
+    for n, v in headers:
+        if n.lower() == low:
+            return v
+    return None
+
+
+def name_addr_uri(value: str) -> str:
+    """The URI of a name-addr or addr-spec value (``"Bob" <sip:b@h>;tag=1`` -> ``sip:b@h``)."""
+    m = _URI_IN_ANGLES.search(value)
+    if m:
+        return m.group(1).strip()
+    return value.split(";", 1)[0].strip()
+
+
+def display_name(value: str) -> str | None:
+    """The display name of a name-addr, unquoted, or ``None``."""
+    m = _DISPLAY.match(value)
+    if not m:
+        return None
+    name = m.group(1) if m.group(1) is not None else m.group(2)
+    name = name.replace('\\"', '"').strip() if name else ""
+    return name or None
+
+
+def uri_user(uri: str) -> str:
+    """The user part of a SIP or tel URI (``sip:+1555@host;x`` -> ``+1555``); '' when none."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    if uri.lower().startswith("tel:"):
+        return rest.split(";", 1)[0]
+    if "@" not in rest:
+        return ""
+    return rest.split("@", 1)[0].split(";", 1)[0]
+
+
+def request_uri(start_line: str) -> str:
+    """The Request-URI of a request start line (``INVITE sip:x@h SIP/2.0``)."""
+    parts = start_line.split()
+    return parts[1] if len(parts) >= 3 else ""
