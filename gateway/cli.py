@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="speech synthesis: espeak-ng, tones, or auto (espeak-ng if installed)")
     sim.add_argument("--run-seconds", type=float, default=None, help=argparse.SUPPRESS)
 
+    call = sub.add_parser("call", help="place a test call (pjsua2 softphone)",
+                          description="Call SIP_URI, play a WAV into the call, record what comes "
+                          "back, hang up after --duration seconds; prints a JSON summary.")
+    call.add_argument("uri", metavar="SIP_URI", help="e.g. sip:100@127.0.0.1:5060")
+    call.add_argument("--play", metavar="IN.wav", help="WAV file to play (8 or 16 kHz mono)")
+    call.add_argument("--record", metavar="OUT.wav", help="record what the far end sends")
+    call.add_argument("--duration", type=float, default=10.0,
+                      help="seconds to stay on the call after answer (default 10)")
+    call.add_argument("--bind", default="127.0.0.1", help="local address (default 127.0.0.1)")
+    call.add_argument("--port", type=int, default=0, help="local SIP port (default: any)")
+    call.add_argument("--codec", choices=("PCMU", "PCMA"), help="offer only this codec")
+    call.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp",
+                      help="SIP transport (default udp)")
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = cfg_sub.add_parser("check", help="validate a configuration file")
@@ -73,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     droute.add_argument("file", nargs="?", help="dialplan (default: the configured one)")
     droute.add_argument("--from", dest="from_user", required=True, help="caller (From user)")
     droute.add_argument("--to", dest="to_user", required=True, help="callee (To user / DID)")
+    droute.add_argument("--caller-name", help="caller display name (From header)")
     droute.add_argument("--request-uri", help="request URI (default: sip:TO@127.0.0.1)")
     droute.add_argument("--header", type=_header, action="append", default=[],
                         metavar="NAME=VALUE", help="a SIP header of the INVITE (repeatable)")
@@ -93,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args.file)
         if args.command == "dialplan":
             return _dialplan(args)
+        if args.command == "call":
+            return _call(args)
         if args.command == "sim":
             return _sim(args)
         if args.command == "run":
@@ -130,8 +147,22 @@ def _dialplan(args: argparse.Namespace) -> int:
     return commands.route(
         path, from_user=args.from_user, to_user=args.to_user,
         request_uri=args.request_uri, headers=dict(args.header), account=args.account,
+        caller_name=args.caller_name,
         source_ip=args.source, out=sys.stdout,
     )
+
+
+def _call(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from gateway.sip.caller import place_call
+
+    report = place_call(args.uri, play=args.play, record=args.record, duration_s=args.duration,
+                        bind=args.bind, port=args.port, codec=args.codec,
+                        transport=args.transport)
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0 if report.answered_at is not None else 1
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -78,10 +78,13 @@ class _Call(pj.Call):  # type: ignore[misc]
 
 def place_call(uri: str, *, play: str | None = None, record: str | None = None,
                duration_s: float = 10.0, bind: str = "127.0.0.1", port: int = 0,
-               codec: str | None = None, answer_timeout_s: float = 15.0,
+               codec: str | None = None, transport: str = "udp", answer_timeout_s: float = 15.0,
                log_level: int = 0) -> CallReport:
     """Place one call and return what happened. Blocks for at most ``duration_s`` + setup."""
     report = CallReport(uri)
+    if transport != "udp" and ";transport=" not in uri:
+        uri = f"{uri};transport={transport}"
+        report.uri = uri
     ep = create_endpoint()
     try:
         cfg = pj.EpConfig()
@@ -101,7 +104,11 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
         tc = pj.TransportConfig()
         tc.boundAddress = bind
         tc.port = port
-        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        kind = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
+                "tls": pj.PJSIP_TRANSPORT_TLS}[transport]
+        if transport == "tls":
+            tc.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+        ep.transportCreate(kind, tc)
         ep.libStart()
         ac = pj.AccountConfig()
         ac.idUri = f"sip:caller@{bind}"
