@@ -26,7 +26,7 @@ from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
 from gateway.logs import CallLogger
 from gateway.media.bridge import MediaBridge
 from gateway.realtime import events as rt
-from gateway.realtime.client import RealtimeClient, RealtimeConnectOptions
+from gateway.realtime.client import RealtimeClient, RealtimeConnectError, RealtimeConnectOptions
 from gateway.sip.events import (
     CallState,
     DtmfReceived,
@@ -189,21 +189,19 @@ class CallSession:
     async def _converse(self) -> str:
         self.sip.answer(self.leg_id, 180, "Ringing")
         try:
-            client = RealtimeClient(self.options, name=f"call:{self.leg_id}")
-            await client.__aenter__()
-        except (RealtimeError, OSError) as exc:
+            async with RealtimeClient(self.options, name=f"call:{self.leg_id}") as client:
+                self._client = client
+                try:
+                    return await self._talk(client)
+                finally:
+                    self._streaming = False
+                    self._client = None
+        except RealtimeConnectError as exc:
+            # Nobody has answered yet: refuse the call rather than answer into silence.
             self.log.error("Realtime session unavailable: %s", exc)
             self.sip.reject(self.leg_id, AgentUnavailable("Agent Unavailable"))
             self.record.sip_status = 503
             return "agent unavailable"
-        self._client = client
-        try:
-            return await self._talk(client)
-        finally:
-            self._streaming = False
-            self._client = None
-            await client.close()
-            await client.__aexit__(None, None, None)
 
     async def _talk(self, client: RealtimeClient) -> str:
         if self._leg_ended is not None:

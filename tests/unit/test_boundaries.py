@@ -16,7 +16,7 @@ PURE = {
     "gateway.config": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.g711": ("pjsua2", "websockets", "aiohttp", "asyncio"),
 }
-OPTIONAL_PURE = {
+ADAPTERS_AND_PURE = {
     "gateway.media.resample": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.framing": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.playout": ("pjsua2", "websockets", "aiohttp", "asyncio"),
@@ -27,6 +27,19 @@ OPTIONAL_PURE = {
     "gateway.sim.validate": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.sim.vad": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.sim.scenario": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sim.audio": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sim.responses": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sim.conversation": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.realtime.session": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.media.bridge": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.media.channel": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.media.formats": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.calls.agent": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sip.message": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sip.events": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.sip.reject": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.dialplan.schema": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.dialplan.template": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.dialplan.router": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.dialplan.loader": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.realtime.client": ("pjsua2", "aiohttp"),
@@ -43,13 +56,8 @@ importlib.import_module({module!r})
 
 
 def _modules() -> list[tuple[str, tuple[str, ...]]]:
-    import importlib.util
-
-    out = list(PURE.items())
-    for name, blocked in OPTIONAL_PURE.items():
-        if importlib.util.find_spec(name) is not None:
-            out.append((name, blocked))
-    return out
+    """Every module listed above; a missing module fails its test rather than skipping it."""
+    return [*PURE.items(), *ADAPTERS_AND_PURE.items()]
 
 
 @pytest.mark.parametrize(("module", "blocked"), _modules())

@@ -9,8 +9,6 @@ import pytest
 from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_audio_input_turn_detection import (
     SemanticVad as ApiSemanticVad,
-)
-from openai.types.realtime.realtime_audio_input_turn_detection import (
     ServerVad as ApiServerVad,
 )
 

@@ -1,0 +1,582 @@
+"""aiohttp adapter of the Realtime API simulator: sockets, pacing and speech synthesis.
+
+:class:`SimulatorServer` listens on ``/v1/realtime`` like the real API: it checks the
+``Authorization: Bearer`` (or ``api-key``) header and the ``?model=`` / ``?call_id=`` query,
+upgrades to a WebSocket, and hands every client message to a pure
+:class:`~gateway.sim.core.SimSession`. Everything the core returns goes through one bounded
+outbox per connection, written by one writer task, so events reach the client in exactly the
+order the core produced them. Each response runs in its own task that performs the run's
+instructions: synthesise speech (:func:`gateway.sim.tts.synthesize_async`), send audio
+``speed`` times faster than real time, pause for ``wait`` steps, close on ``hangup``. Tests
+inspect :attr:`SimulatorServer.sessions` (every client and server event, in order), drop
+connections with :meth:`SimulatorServer.close_all` and refuse upgrades with
+:meth:`SimulatorServer.fail_next_connects`. This is the only simulator module importing
+aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+
+from gateway.sim.core import SimSession
+from gateway.sim.responses import Close, Emit, Pace, Pause, ResponseRun, Synthesize
+from gateway.sim.scenario import ScenarioBook
+from gateway.sim.tts import ENGINES, MAX_TEXT_CHARS, synthesize, synthesize_async
+
+_log = logging.getLogger(__name__)
+
+#: Path of the Realtime WebSocket endpoint.
+REALTIME_PATH: Final = "/v1/realtime"
+#: Most server events waiting for one client. Overflow policy: the client is not reading, so
+#: the outbox is dropped and the connection closed with 1008, as a real server would drop it.
+OUTBOX_LIMIT: Final = 20_000
+#: Largest client message accepted (the API allows 15 MiB of audio per append, base64 grown).
+MAX_MESSAGE_BYTES: Final = 24 * 1024 * 1024
+#: How long a close handshake may take before the socket is just dropped.
+CLOSE_TIMEOUT_S: Final = 2.0
+_OUTBOX_OVERFLOW: Final = Close(1008, "Client is not reading server events.")
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """How the simulator behaves (not what it says: that is the scenario).
+
+    Attributes:
+        speed: Audio is sent this many times faster than real time.
+        chunk_ms: Audio per ``response.output_audio.delta``.
+        tts_engine: ``auto`` (espeak-ng if installed, else tones), ``espeak`` or ``tone``.
+        response_latency_ms: Delay between ``response.created`` and the first output.
+        default_model: Model reported for ``?call_id=`` sessions.
+    """
+
+    speed: float = 4.0
+    chunk_ms: int = 100
+    tts_engine: str = "auto"
+    response_latency_ms: int = 50
+    default_model: str = "gpt-realtime-2.1"
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be positive, got {self.speed}")
+        if not 10 <= self.chunk_ms <= 2000:
+            raise ValueError(f"chunk_ms must be within 10..2000, got {self.chunk_ms}")
+        if self.tts_engine not in ENGINES:
+            raise ValueError(f"tts_engine must be one of {', '.join(ENGINES)}")
+        if self.response_latency_ms < 0:
+            raise ValueError("response_latency_ms must not be negative")
+
+
+class _Changes:
+    """Lets waiters block until a predicate over server state holds.
+
+    Every change calls :meth:`notify`, which wakes all current waiters; they re-check their
+    predicate and wait again on a fresh event if it is still false.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = self._event
+                    result = predicate()
+                    if result:
+                        return result
+                    await event.wait()
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+class SimConnection:
+    """One client connection (a Realtime session) as the tests see it.
+
+    Attributes:
+        index: Position in :attr:`SimulatorServer.sessions`.
+        core: The pure session state machine.
+        query: Query parameters of the upgrade request.
+        headers: Request headers, with ``Authorization`` and ``api-key`` removed.
+        sent: Every server event sent, in order.
+        closed: Whether the WebSocket is closed.
+        close_code: The close code, once closed: the one the simulator sent when it closed,
+            else the client's.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        core: SimSession,
+        query: dict[str, str],
+        headers: dict[str, str],
+        changes: _Changes,
+    ) -> None:
+        self.index = index
+        self.core = core
+        self.query = query
+        self.headers = headers
+        self.sent: list[dict[str, Any]] = []
+        self.closed = False
+        self.close_code: int | None = None
+        self._changes = changes
+        self._outbox: asyncio.Queue[dict[str, Any] | Close] = asyncio.Queue(OUTBOX_LIMIT)
+        self._closing = False
+        self._close_started = False
+        self._transport: asyncio.Transport | None = None
+        self._responses: set[asyncio.Task[None]] = set()
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Every client event received (parsed JSON), in order."""
+        return self.core.received
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """The effective session object."""
+        return self.core.session
+
+    def sent_types(self) -> list[str]:
+        """Types of the server events sent so far, in order."""
+        return [e["type"] for e in self.sent]
+
+    # Test helpers take a plain timeout, like the SimulatorServer contract's wait_for_session.
+    async def wait_for_event(
+        self,
+        type_: str,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        after: int = 0,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """The first server event of ``type_`` sent at index ``after`` or later.
+
+        Raises:
+            TimeoutError: None was sent within ``timeout`` seconds.
+        """
+
+        def find() -> dict[str, Any] | None:
+            for event in self.sent[after:]:
+                if event["type"] == type_ and (predicate is None or predicate(event)):
+                    return event
+            return None
+
+        found: dict[str, Any] = await self._changes.wait_for(find, timeout, f"server event {type_}")
+        return found
+
+    async def wait_for_received(
+        self,
+        type_: str,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        after: int = 0,
+    ) -> dict[str, Any]:
+        """The first client event of ``type_`` received at index ``after`` or later.
+
+        Raises:
+            TimeoutError: None arrived within ``timeout`` seconds.
+        """
+
+        def find() -> dict[str, Any] | None:
+            return next((e for e in self.received[after:] if e.get("type") == type_), None)
+
+        found: dict[str, Any] = await self._changes.wait_for(find, timeout, f"client event {type_}")
+        return found
+
+    async def wait_closed(self, timeout: float = 5.0) -> int | None:  # noqa: ASYNC109
+        """Wait until the connection is closed; return its close code."""
+        await self._changes.wait_for(lambda: self.closed, timeout, "the session to close")
+        return self.close_code
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send(self, events: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> None:
+        """Queue server events for the writer task (order preserved)."""
+        for event in events:
+            self._put(event)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after everything queued so far has been sent."""
+        self._put(Close(code, reason))
+
+    def _put(self, item: dict[str, Any] | Close) -> None:
+        if self._closing:
+            return
+        if isinstance(item, Close):
+            self._closing = True
+        try:
+            self._outbox.put_nowait(item)
+        except asyncio.QueueFull:
+            _log.warning("sim session %d: client not reading, dropping it", self.index)
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+            self._closing = True
+            self._outbox.put_nowait(_OUTBOX_OVERFLOW)
+
+    async def _write(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, Close):
+                self.close_code = item.code
+                self._close_started = True
+                self._changes.notify()
+                await ws.close(code=item.code, message=item.reason.encode()[:123])
+                return
+            try:
+                await ws.send_str(json.dumps(item))
+            except ConnectionError:
+                return
+            self.sent.append(item)
+            self._changes.notify()
+
+    async def drop(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """Start closing now, dropping queued events; return once the close frame is out.
+
+        With ``abort`` the TCP connection is cut instead (the client sees 1006).
+        """
+        if self.closed:
+            return
+        if abort and self._transport is not None:
+            self._transport.abort()
+        self._closing = True
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        self._outbox.put_nowait(Close(code, reason))
+        await self._changes.wait_for(
+            lambda: self._close_started or self.closed, CLOSE_TIMEOUT_S, "the close to start"
+        )
+
+
+class SimulatorServer:
+    """A local Realtime API on ``ws://HOST:PORT/v1/realtime``; use as an async context manager.
+
+    Args:
+        host: Interface to bind (tests use 127.0.0.1).
+        port: Port to bind; 0 picks a free one.
+        scenarios: What the simulated model says; the built-in default when ``None``.
+        options: Speed, chunking, TTS engine, latency, default model.
+
+    Attributes:
+        sessions: Every accepted connection, live and closed, in connection order.
+        connect_attempts: Upgrade requests seen, including refused ones.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        scenarios: ScenarioBook | None = None,
+        options: SimOptions = SimOptions(),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.scenarios = scenarios or ScenarioBook.default()
+        self.options = options
+        self.sessions: list[SimConnection] = []
+        self.connect_attempts = 0
+        self._fail_next = 0
+        self._fail_status = 503
+        self._changes = _Changes()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/v1/realtime``."""
+        return f"ws://{self.host}:{self.port}{REALTIME_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://HOST:PORT/v1``: the ``base_url`` for ``AsyncOpenAI``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def __aenter__(self) -> SimulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind and start serving."""
+        app = web.Application()
+        app.router.add_get(REALTIME_PATH, self._handle)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        _log.info("realtime simulator listening on %s", self.ws_url)
+
+    async def stop(self) -> None:
+        """Close every live session (1001) and stop listening."""
+        await self.close_all(1001, "The simulator is shutting down.")
+        with contextlib.suppress(TimeoutError):
+            await self._changes.wait_for(
+                lambda: all(s.closed for s in self.sessions),
+                CLOSE_TIMEOUT_S * 2,
+                "sessions to close",
+            )
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def wait_for_session(self, index: int = 0, timeout: float = 5) -> SimConnection:  # noqa: ASYNC109
+        """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect."""
+        await self._changes.wait_for(
+            lambda: len(self.sessions) > index, timeout, f"session {index}"
+        )
+        return self.sessions[index]
+
+    async def close_all(
+        self, code: int = 1011, reason: str = "Simulated server failure.", *, abort: bool = False
+    ) -> None:
+        """Drop every live connection with ``code`` (or abort the TCP connections).
+
+        Returns once every close frame is sent; use :meth:`SimConnection.wait_closed` to
+        wait for the clients' replies.
+        """
+        live = [s for s in self.sessions if not s.closed]
+        await asyncio.gather(*(s.drop(code, reason, abort=abort) for s in live))
+
+    def fail_next_connects(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` upgrade requests with HTTP ``status`` and a JSON error."""
+        self._fail_next = n
+        self._fail_status = status
+
+    # --- the endpoint ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.connect_attempts += 1
+        if self._fail_next > 0:
+            self._fail_next -= 1
+            return _http_error(
+                self._fail_status,
+                "server_error",
+                None,
+                "The simulator was told to refuse this connection.",
+            )
+        refusal = self._check_request(request)
+        if refusal is not None:
+            return refusal
+        ws = web.WebSocketResponse(
+            timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_MESSAGE_BYTES, compress=False, autoping=True
+        )
+        if not ws.can_prepare(request).ok:
+            return _http_error(
+                426, "invalid_request_error", None, "This endpoint only accepts WebSocket upgrades."
+            )
+        query = dict(request.query)
+        call_id = query.get("call_id")
+        core = SimSession(
+            model=query.get("model") or self.options.default_model,
+            scenarios=self.scenarios,
+            scenario=query.get("scenario"),
+            sip=call_id is not None,
+            chunk_ms=self.options.chunk_ms,
+        )
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("authorization", "api-key")
+        }
+        conn = SimConnection(len(self.sessions), core, query, headers, self._changes)
+        await ws.prepare(request)
+        conn._transport = request.transport
+        self.sessions.append(conn)
+        self._changes.notify()
+        _log.info("sim session %d opened (scenario %s)", conn.index, core.scenario.name)
+        writer = asyncio.create_task(conn._write(ws), name=f"sim:{conn.index}:writer")
+        try:
+            if "openai-beta" in (k.lower() for k in request.headers):
+                conn.send(core.beta_rejection())
+            else:
+                conn.send(core.open())
+                await self._serve(conn, ws)
+            self._after_core(conn)
+            if conn._closing:
+                # We are closing: let the writer send what is queued, then the close frame.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_S * 2)
+        finally:
+            await self._finish(conn, ws, writer)
+        return ws
+
+    def _check_request(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not bearer and not request.headers.get("api-key", "").strip():
+            return _http_error(
+                401,
+                "invalid_request_error",
+                "invalid_api_key",
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        has_model = bool(request.query.get("model"))
+        has_call = bool(request.query.get("call_id"))
+        if has_model == has_call:
+            return _http_error(
+                400,
+                "invalid_request_error",
+                "invalid_request",
+                "Provide exactly one of the query parameters 'model' (new session) and "
+                "'call_id' (attach to a call).",
+            )
+        name = request.query.get("scenario")
+        if name is not None and self.scenarios.get(name) is None:
+            return _http_error(
+                400,
+                "invalid_request_error",
+                "unknown_scenario",
+                f"Unknown scenario '{name}'. Known: {', '.join(self.scenarios.names())}.",
+            )
+        return None
+
+    async def _serve(self, conn: SimConnection, ws: web.WebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                conn.send(conn.core.receive_text(msg.data))
+            elif msg.type == WSMsgType.BINARY:
+                conn.send(
+                    [
+                        conn.core.events.error(
+                            "invalid_request", "Binary frames are not supported; send JSON text."
+                        )
+                    ]
+                )
+            else:
+                break
+            self._changes.notify()
+            if not self._after_core(conn):
+                break
+
+    def _after_core(self, conn: SimConnection) -> bool:
+        """Start new responses and honour a close request; False once closing."""
+        for run in conn.core.take_started_responses():
+            task = asyncio.create_task(
+                self._drive(conn, run), name=f"sim:{conn.index}:response:{run.id}"
+            )
+            conn._responses.add(task)
+            task.add_done_callback(conn._responses.discard)
+            task.add_done_callback(_log_failure)
+        request = conn.core.close_request
+        if request is not None:
+            conn.close(request.code, request.reason)
+            return False
+        return not conn._closing
+
+    async def _finish(
+        self, conn: SimConnection, ws: web.WebSocketResponse, writer: asyncio.Task[None]
+    ) -> None:
+        tasks = [*conn._responses, writer]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not ws.closed:
+            await ws.close(code=1000)
+        conn.closed = True
+        if conn.close_code is None:  # closed by the client (or the connection broke)
+            conn.close_code = ws.close_code
+        self._changes.notify()
+        _log.info("sim session %d closed (code %s)", conn.index, ws.close_code)
+
+    async def _drive(self, conn: SimConnection, run: ResponseRun) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.options.response_latency_ms / 1000)
+        deadline = loop.time()
+        audio: bytes | None = None
+        while True:
+            instruction = run.advance(audio)
+            audio = None
+            if instruction is None:
+                return
+            if isinstance(instruction, Emit):
+                conn.send(instruction.events)
+            elif isinstance(instruction, Synthesize):
+                audio = await self._speak(instruction)
+                deadline = loop.time()
+            elif isinstance(instruction, Pace):
+                deadline += instruction.audio_ms / 1000 / self.options.speed
+                delay = deadline - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif isinstance(instruction, Pause):
+                await asyncio.sleep(instruction.ms / 1000)
+                deadline = loop.time()
+            elif isinstance(instruction, Close):
+                conn.close(instruction.code, instruction.reason)
+                return
+
+    async def _speak(self, what: Synthesize) -> bytes:
+        try:
+            return await synthesize_async(
+                what.text,
+                voice=what.voice,
+                sample_rate=24000,
+                engine=self.options.tts_engine,
+                speed=what.speed,
+            )
+        except (ValueError, RuntimeError) as exc:
+            _log.warning("speech synthesis failed, using tones: %s", exc)
+            return synthesize(what.text[:MAX_TEXT_CHARS], voice=what.voice, engine="tone")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("simulator task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _http_error(status: int, type_: str, code: str | None, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    scenarios: ScenarioBook | None = None,
+    options: SimOptions = SimOptions(),
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run a simulator until cancelled.
+
+    Args:
+        host: Interface to bind.
+        port: Port to bind (0 = any free port).
+        scenarios: Scenario book; the built-in default when ``None``.
+        options: Simulator options.
+        ready: Called with the WebSocket URL (``ws://HOST:PORT/v1/realtime``) once listening.
+    """
+    async with SimulatorServer(host, port, scenarios, options) as sim:
+        if ready is not None:
+            ready(sim.ws_url)
+        await asyncio.Event().wait()
