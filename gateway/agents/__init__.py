@@ -1,0 +1,1 @@
+"""Voice agents: tools, handoffs, output guardrails, DTMF handling and Agents SDK import."""
