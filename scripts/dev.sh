@@ -80,7 +80,7 @@ case "$cmd" in
         setup
         cd "$ROOT"
         log "ruff"
-        "$VENV/bin/ruff" check gateway tests bench
+        "$VENV/bin/ruff" check gateway tests $( [ -d bench ] && echo bench )
         log "mypy"
         "$VENV/bin/mypy"
         log "pytest"
