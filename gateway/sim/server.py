@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -116,6 +117,8 @@ class SimConnection:
         query: Query parameters of the upgrade request.
         headers: Request headers, with ``Authorization`` and ``api-key`` removed.
         sent: Every server event sent, in order.
+        sent_at: Wall-clock time (``time.time()``) each event of ``sent`` was written to the
+            socket, for lining events up with packet captures.
         closed: Whether the WebSocket is closed.
         close_code: The close code, once closed: the one the simulator sent when it closed,
             else the client's.
@@ -134,6 +137,7 @@ class SimConnection:
         self.query = query
         self.headers = headers
         self.sent: list[dict[str, Any]] = []
+        self.sent_at: list[float] = []
         self.closed = False
         self.close_code: int | None = None
         self._changes = changes
@@ -244,6 +248,7 @@ class SimConnection:
             except ConnectionError:
                 return
             self.sent.append(item)
+            self.sent_at.append(time.time())
             self._changes.notify()
 
     async def drop(self, code: int, reason: str, *, abort: bool = False) -> None:

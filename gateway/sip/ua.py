@@ -120,6 +120,8 @@ class _Leg(pj.Call):  # type: ignore[misc]
         self.channel = channel
         self.port: _Port | None = None
         self.answered = False
+        self.confirmed = False
+        self.local_hangup = False
         self.offered_at = time.monotonic()
 
     def onCallState(self, prm: Any) -> None:
@@ -128,6 +130,8 @@ class _Leg(pj.Call):  # type: ignore[misc]
     def _on_state(self) -> None:
         info = self.getInfo()
         state = _state_name(info.state)
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.confirmed = True
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.ua._leg_gone(self, info.lastStatusCode, info.lastReason)
             return
@@ -186,8 +190,10 @@ class _Account(pj.Account):  # type: ignore[misc]
 class _LogWriter(pj.LogWriter):  # type: ignore[misc]
     def write(self, entry: Any) -> None:
         try:
-            level = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING,
-                     3: logging.INFO}.get(entry.level, logging.DEBUG)
+            # pjsip's level 1 carries routine protocol refusals too ("Request verification
+            # failed: Not Acceptable Here" for a 488), so it maps to WARNING, not ERROR.
+            level = {0: logging.CRITICAL, 1: logging.WARNING, 2: logging.INFO,
+                     3: logging.DEBUG}.get(entry.level, logging.DEBUG)
             log.log(level, "pjsip: %s", entry.msg.rstrip())
         except BaseException:
             pass
@@ -490,6 +496,7 @@ class SipUserAgent:
             if reason:
                 prm.reason = reason
             leg.answered = True
+            leg.local_hangup = True
             leg.hangup(prm)
         self._with_leg(leg_id, go)
 
@@ -509,6 +516,10 @@ class SipUserAgent:
                 self._answer_leg(leg, 500, "No Answer From Gateway", ())
 
     def _leg_gone(self, leg: _Leg, status: int, reason: str) -> None:
+        if leg.confirmed and leg.local_hangup:
+            # pjsua reports the status we passed to hangup(); an established call we ended
+            # was cleared normally by our BYE.
+            status, reason = 200, "Normal call clearing (BYE sent)"
         leg.destroy_port()
         leg.channel.closed = True
         # Drop the Call inside its DISCONNECTED callback so a reused slot never sees it
@@ -525,12 +536,14 @@ class SipUserAgent:
             for leg in list(self._legs.values()):  # peers that never answered our BYE
                 leg.destroy_port()
             self._legs.clear()
-            for account in self._accounts:
-                if account.name != "trunk" and account.isValid():
-                    account.setRegistration(False)  # un-REGISTER (expires=0)
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
+            registered = [a for a in self._accounts
+                          if a.name != "trunk" and a.isValid() and a.getInfo().regIsActive]
+            for account in registered:
+                account.setRegistration(False)  # un-REGISTER (expires=0)
+            deadline = time.monotonic() + 2.0
+            while registered and time.monotonic() < deadline:
                 ep.libHandleEvents(10)
+                registered = [a for a in registered if a.getInfo().regIsActive]
             for account in self._accounts:
                 account.shutdown()
             self._accounts.clear()

@@ -1,0 +1,129 @@
+"""Run the real gateway (``gateway run``) as a subprocess against an in-process simulator.
+
+pjsua2 allows one endpoint per process, so the gateway never lives inside pytest; the
+simulator does, so tests can read every Realtime event the gateway sent and when. Everything
+binds 127.0.0.1 with free ports, is bounded in time, and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.sim.server import SimulatorServer
+from tests.support.procs import ManagedProcess, free_udp_port, free_udp_port_block
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY = [sys.executable, "-m", "gateway"]
+
+#: One agent, no greeting, catch-all route: the caller speaks first.
+QUIET_AGENT = """
+agents:
+  quiet:
+    instructions: You are a test agent. Answer briefly.
+routes:
+  - name: all
+    agent: quiet
+"""
+
+
+@dataclass
+class Gateway:
+    """A running gateway process."""
+
+    proc: ManagedProcess
+    port: int
+    rtp_port_start: int
+    config_path: Path
+    dialplan_path: Path
+
+    @property
+    def target(self) -> str:
+        """``127.0.0.1:PORT`` for SIPp."""
+        return f"127.0.0.1:{self.port}"
+
+    def uri(self, user: str = "100") -> str:
+        """A SIP URI of the gateway."""
+        return f"sip:{user}@127.0.0.1:{self.port}"
+
+    @property
+    def rtp_filter(self) -> str:
+        """tcpdump filter for the RTP the gateway sends."""
+        return f"udp and src portrange {self.rtp_port_start}-{self.rtp_port_start + 40}"
+
+    def log(self) -> str:
+        """Everything the gateway logged so far."""
+        return self.proc.log_text()
+
+    async def wait_log(self, text: str, timeout_s: float = 10.0) -> None:
+        """Wait until ``text`` appears in the gateway's log."""
+        await asyncio.to_thread(self.proc.wait_for_log, lambda log: text in log, timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIET_AGENT, *,
+                      sip: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                      calls: Mapping[str, Any] | None = None,
+                      run_seconds: float = 120.0) -> AsyncIterator[Gateway]:
+    """Start ``gateway run`` with ``dialplan`` and the realtime URL of ``sim``."""
+    port = free_udp_port()
+    rtp = free_udp_port_block(40)
+    dialplan_path = tmp_path / "dialplan.yaml"
+    dialplan_path.write_text(dialplan)
+    sip_cfg: dict[str, Any] = {"transports": [{"type": "udp", "host": "127.0.0.1",
+                                               "port": port}],
+                               "rtp_port_start": rtp, "rtp_port_range": 40}
+    sip_cfg.update(sip or {})
+    config = {"realtime": {"url": sim.ws_url}, "sip": sip_cfg, "dialplan": str(dialplan_path),
+              "logging": {"level": "DEBUG"}, "calls": dict(calls or {})}
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    proc_env = {**os.environ, "OPENAI_API_KEY": "sk-local-test-key", **(env or {})}
+    proc = ManagedProcess([*GATEWAY, "run", "-c", str(config_path),
+                           "--run-seconds", str(run_seconds)],
+                          log_path=tmp_path / "gateway.log", name="gateway", env=proc_env,
+                          cwd=REPO, max_lifetime_s=run_seconds + 30)
+    proc.start()
+    try:
+        await asyncio.to_thread(proc.wait_for_log, lambda log: "gateway ready" in log, 20.0)
+        yield Gateway(proc, port, rtp, config_path, dialplan_path)
+    finally:
+        await asyncio.to_thread(proc.stop)
+
+
+async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
+                     play: Path | None = None, record: Path | None = None,
+                     duration_s: float = 5.0, codec: str | None = None,
+                     timeout_s: float = 60.0) -> dict[str, Any]:
+    """Run ``gateway call`` (the pjsua2 test caller) and return its JSON report."""
+    argv = [*GATEWAY, "call", gw.uri(user), "--duration", str(duration_s)]
+    if play is not None:
+        argv += ["--play", str(play)]
+    if record is not None:
+        argv += ["--record", str(record)]
+    if codec is not None:
+        argv += ["--codec", codec]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        raise
+    (tmp_path / "caller.log").write_bytes(err)
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, f"gateway call printed no report; stderr:\n{err.decode()[-2000:]}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
