@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ async def run_gateway(settings: Settings, *,
         stack.callback(_remove_signals, loop)
         info = GatewayInfo(tuple(ua.transports), url, settings.realtime.embedded)
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in info.sip)
-        log.info("gateway ready: SIP on %s; agents on %s%s; dialplan %s", sip_desc, url,
+        log.info("gateway ready (pid %d): SIP on %s; agents on %s%s; dialplan %s "
+                 "(reload with SIGHUP)", os.getpid(), sip_desc, url,
                  " (embedded local simulator, no API key needed)" if info.embedded_simulator
                  else "", store.path)
         if ready is not None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -60,6 +61,17 @@ class Gateway:
     def rtp_filter(self) -> str:
         """tcpdump filter for the RTP the gateway sends."""
         return f"udp and src portrange {self.rtp_port_start}-{self.rtp_port_start + 40}"
+
+    @property
+    def pid(self) -> int:
+        """The gateway's own process id (not the ``timeout`` wrapper's), from its log."""
+        match = re.search(r"gateway ready \(pid (\d+)\)", self.proc.log_text())
+        assert match, "the gateway did not log its pid"
+        return int(match.group(1))
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the gateway process itself."""
+        os.kill(self.pid, sig)
 
     def log(self) -> str:
         """Everything the gateway logged so far."""
