@@ -14,11 +14,16 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.agents.http_tool import HttpToolClient
+from gateway.agents.needs import needs_workers, preload_paths
+from gateway.agents.runner import ToolRunner
+from gateway.calls.conversation import AgentServices
 from gateway.calls.manager import CallManager
 from gateway.config import Settings
+from gateway.dialplan.schema import Dialplan
 from gateway.dialplan.store import DialplanStore
 from gateway.sip.ua import BoundTransport, SipUserAgent
 
@@ -34,24 +39,36 @@ class GatewayInfo:
     embedded_simulator: bool
 
 
-async def run_gateway(settings: Settings, *,
+async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = None,
                       ready: Callable[[GatewayInfo], None] | None = None,
                       stop: asyncio.Event | None = None) -> None:
-    """Run the gateway until ``stop`` is set or the process gets SIGINT/SIGTERM."""
+    """Run the gateway until ``stop`` is set or the process gets SIGINT/SIGTERM.
+
+    Args:
+        settings: The validated configuration.
+        env: The environment, for ``${VAR}`` secrets in dialplan HTTP tools.
+        ready: Called once the gateway takes calls.
+        stop: Set it to stop the gateway (signals set it too).
+    """
+    env = env or {}
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    store = DialplanStore(settings.dialplan)  # ConfigErrors: refuse to start on a bad plan
+    store = DialplanStore(settings.dialplan, env=env)  # ConfigErrors: refuse a bad plan
     async with contextlib.AsyncExitStack() as stack:
         url = settings.realtime.url
         if settings.realtime.embedded:
             url = await stack.enter_async_context(_embedded_simulator(settings))
+        services = AgentServices(http=await stack.enter_async_context(HttpToolClient()))
+        workers = _Workers(settings.calls.tool_workers, services)
+        stack.push_async_callback(workers.close)
+        await workers.ensure(store.current)
         ua = SipUserAgent(settings.sip, playout_capacity_ms=settings.calls.playout_capacity_ms,
                           pjsip_log_level=settings.logging.pjsip_level)
-        manager = CallManager(settings, ua, lambda: store.current, url)
+        manager = CallManager(settings, ua, lambda: store.current, url, services)
         await asyncio.to_thread(ua.start, loop, manager.on_sip_event)
         stack.push_async_callback(asyncio.to_thread, ua.stop)
         await stack.enter_async_context(manager)
-        _install_signals(loop, stop, store)
+        _install_signals(loop, stop, store, workers)
         stack.callback(_remove_signals, loop)
         info = GatewayInfo(tuple(ua.transports), url, settings.realtime.embedded)
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in info.sip)
@@ -79,12 +96,42 @@ async def _embedded_simulator(settings: Settings):  # type: ignore[no-untyped-de
         yield sim.ws_url
 
 
+class _Workers:
+    """The tool worker pool, started when a dialplan first needs it (also after a reload)."""
+
+    def __init__(self, size: int, services: AgentServices) -> None:
+        self.size = size
+        self.services = services
+        self._starting: asyncio.Task[None] | None = None
+
+    async def ensure(self, plan: Dialplan) -> None:
+        if self.services.runner is not None or not needs_workers(plan):
+            return
+        runner = ToolRunner(self.size, preload=preload_paths(plan))
+        await runner.start()
+        self.services.runner = runner
+        log.info("started %d tool worker process(es)", self.size)
+
+    def ensure_soon(self, plan: Dialplan) -> None:
+        if self.services.runner is None and needs_workers(plan) and self._starting is None:
+            self._starting = asyncio.create_task(self.ensure(plan), name="app:tool-workers")
+
+    async def close(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self.services.runner is not None:
+            await self.services.runner.close()
+            self.services.runner = None
+
+
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
-                     store: DialplanStore) -> None:
+                     store: DialplanStore, workers: _Workers) -> None:
     def reload() -> None:
         errors = store.reload()
         if errors is None:
             log.info("dialplan reloaded from %s (generation %d)", store.path, store.generation)
+            workers.ensure_soon(store.current)
         else:
             for err in errors.errors:
                 log.error("dialplan reload refused, keeping the old one: %s", err)

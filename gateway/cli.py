@@ -142,13 +142,13 @@ def _dialplan(args: argparse.Namespace) -> int:
     from gateway.dialplan import commands
 
     if args.dialplan_command == "check":
-        return commands.check(args.file, sys.stdout)
+        return commands.check(args.file, sys.stdout, os.environ)
     path = args.file or load_settings(None, os.environ).dialplan
     return commands.route(
         path, from_user=args.from_user, to_user=args.to_user,
         request_uri=args.request_uri, headers=dict(args.header), account=args.account,
         caller_name=args.caller_name,
-        source_ip=args.source, out=sys.stdout,
+        source_ip=args.source, out=sys.stdout, env=os.environ,
     )
 
 
@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.app import run_gateway
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_bounded(run_gateway(settings), args.run_seconds))
+        asyncio.run(_bounded(run_gateway(settings, env=os.environ), args.run_seconds))
     return 0
 
 

@@ -138,6 +138,9 @@ class CallSettings:
     #: Chunk of caller audio per ``input_audio_buffer.append``; 40 ms halves the messages.
     append_chunk_ms: int = 40
     playout_capacity_ms: int = 120_000
+    #: Worker processes running Python tools and guardrails (user code never runs in the
+    #: process that carries the audio). Started only when the dialplan has such tools.
+    tool_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,7 @@ def _calls(r: Reader) -> CallSettings:
         max_duration_s=r.int("max_duration_s", 3600, min=1, max=86400),
         append_chunk_ms=r.int("append_chunk_ms", 40, min=20, max=200),
         playout_capacity_ms=r.int("playout_capacity_ms", 120_000, min=1000, max=600_000),
+        tool_workers=r.int("tool_workers", 2, min=1, max=64),
     )
     r.check("append_chunk_ms", out.append_chunk_ms % 20 == 0, "must be a multiple of 20 ms")
     r.finish()

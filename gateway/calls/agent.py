@@ -6,6 +6,7 @@ or PCM16 24 kHz when transcoding), so the session always speaks what the call ca
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.dialplan import schema
@@ -31,8 +32,8 @@ def turn_detection(td: schema.ServerVad | schema.SemanticVad | None) -> rt.TurnD
                         idle_timeout_ms=td.idle_timeout_ms)
 
 
-def session_config(agent: schema.AgentSpec, instructions: str,
-                   bridge: MediaBridge) -> rt.SessionConfig:
+def session_config(agent: schema.AgentSpec, instructions: str, bridge: MediaBridge, *,
+                   tools: Sequence[Mapping[str, Any]] = ()) -> rt.SessionConfig:
     """The ``session`` of the ``session.update`` that sets ``agent`` up on this call."""
     fmt = _format(bridge.api_format)
     transcription: rt.InputTranscription | None = None
@@ -42,6 +43,7 @@ def session_config(agent: schema.AgentSpec, instructions: str,
                                               prompt=t.prompt)
     return rt.SessionConfig(
         instructions=instructions,
+        tools=tuple(tools),
         output_modalities=("audio",),
         audio=rt.AudioConfig(
             input=rt.AudioInputConfig(format=fmt, transcription=transcription,

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.calls.conversation import AgentServices
 from gateway.calls.session import CallRecord, CallSession, SessionSettings, SipControl
 from gateway.config import Settings
 from gateway.dialplan.router import CallInfo, route_call
@@ -54,11 +55,12 @@ class CallManager:
     """
 
     def __init__(self, settings: Settings, sip: SipControl, dialplan: Callable[[], Dialplan],
-                 realtime_url: str) -> None:
+                 realtime_url: str, services: AgentServices | None = None) -> None:
         self.settings = settings
         self.sip = sip
         self._dialplan = dialplan
         self._realtime_url = realtime_url
+        self.services = services or AgentServices()
         self._sessions: dict[int, CallSession] = {}
         self._tasks: dict[int, asyncio.Task[CallRecord]] = {}
         self.recent: list[CallRecord] = []
@@ -141,7 +143,8 @@ class CallManager:
             open_timeout_s=self.settings.realtime.open_timeout_s,
             ping_interval_s=self.settings.realtime.ping_interval_s,
         )
-        session = CallSession(offer, decision, self.sip, options, self._session_settings)
+        session = CallSession(offer, decision, self.sip, options, self._session_settings,
+                              self.services)
         self._sessions[offer.leg_id] = session
         self.stats.sessions += 1
         log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,

@@ -14,17 +14,21 @@ maximum call duration. Every task is named ``call:{leg}:...`` and owned here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.calls.agent import session_config
+from gateway.calls.conversation import AgentServices, CallAgent, TransferResult
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
 from gateway.logs import CallLogger
 from gateway.media.bridge import MediaBridge
+from gateway.media.playout import PlayedState
 from gateway.realtime import events as rt
 from gateway.realtime.client import RealtimeClient, RealtimeConnectError, RealtimeConnectOptions
 from gateway.sip.events import (
@@ -60,6 +64,12 @@ class SipControl(Protocol):
     def hangup(self, leg_id: int, status: int = 603, reason: str = "") -> None:
         """End the leg (BYE once answered)."""
 
+    def transfer(self, leg_id: int, target_uri: str) -> None:
+        """Blind transfer by REFER; progress arrives as TransferProgress events."""
+
+    def send_dtmf(self, leg_id: int, digits: str) -> None:
+        """Send RFC 4733 digits."""
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -86,13 +96,22 @@ class CallRecord:
     barge_ins: int = 0
     truncates: int = 0
     responses: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    handoffs: list[dict[str, object]] = field(default_factory=list)
+    guardrail_events: list[dict[str, object]] = field(default_factory=list)
+    dtmf_digits: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-able data."""
+        return dataclasses.asdict(self)
 
 
 class CallSession:
     """Runs one routed call to an agent until either side ends it."""
 
     def __init__(self, offer: IncomingCall, decision: RouteDecision, sip: SipControl,
-                 options: RealtimeConnectOptions, settings: SessionSettings) -> None:
+                 options: RealtimeConnectOptions, settings: SessionSettings,
+                 services: AgentServices | None = None) -> None:
         assert decision.agent is not None
         self.offer = offer
         self.decision = decision
@@ -116,6 +135,12 @@ class CallSession:
         self._streaming = False
         self._session_update_id: str | None = None
         self._interrupt_response = _interrupt_response(self.agent.turn_detection)
+        self.actor = CallAgent(decision, self, services or AgentServices(),
+                               name=f"call:{offer.leg_id}", log_content=settings.log_content)
+        self._end_requested = asyncio.Event()
+        self._playout_idle = asyncio.Event()
+        self._playout_idle.set()
+        self._transfer: asyncio.Future[TransferResult] | None = None
 
     # Called by the manager ---------------------------------------------------------------
 
@@ -134,6 +159,10 @@ class CallSession:
     def pump(self) -> None:
         """Move caller audio to the Realtime session; called every 20 ms by the manager."""
         frames = self.offer.media.drain_caller_frames()
+        if self.offer.media.playout.is_idle:
+            self._playout_idle.set()
+        else:
+            self._playout_idle.clear()
         bridge, client = self._bridge, self._client
         if not frames or bridge is None or client is None or not self._streaming:
             return
@@ -146,6 +175,7 @@ class CallSession:
             self._spawn(self._watch_sip(), "sip"),
             self._spawn(self._converse(), "converse"),
             self._spawn(self._limit_duration(), "max-duration"),
+            self._spawn(self._wait_end_request(), "end-request"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -158,8 +188,15 @@ class CallSession:
             self.record.end_reason = self.record.end_reason or (reason or "ended")
         finally:
             await _cancel_all(tasks)
+            await self.actor.close()
             await self._end_sip_leg()
+        activity = self.actor.activity
+        self.record.tool_calls = activity.tool_calls
+        self.record.handoffs = activity.handoffs
+        self.record.guardrail_events = activity.guardrail_events
+        self.record.dtmf_digits = activity.dtmf_digits
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
+        self.log.info("call record: %s", json.dumps(self.record.as_dict(), sort_keys=True))
         return self.record
 
     # Tasks -------------------------------------------------------------------------------
@@ -177,9 +214,22 @@ class CallSession:
                     and event.codec != self._bridge.codec:
                 await self._configure(event.codec)  # re-INVITE changed the codec
             elif isinstance(event, DtmfReceived):
-                self.log.info("DTMF %s", event.digit if self.settings.log_content else "*")
-            elif isinstance(event, (CallState, TransferProgress, MediaActive, IncomingCall)):
+                self.log.info("DTMF %s (%s)", event.digit if self.settings.log_content else "*",
+                              event.method)
+                if self._streaming:
+                    await self.actor.on_dtmf(event.digit)
+            elif isinstance(event, TransferProgress):
+                self.log.info("transfer progress: %d %s%s", event.status, event.reason,
+                              " (final)" if event.final else "")
+                if event.final and self._transfer is not None and not self._transfer.done():
+                    self._transfer.set_result(TransferResult(200 <= event.status < 300,
+                                                             event.status, event.reason))
+            elif isinstance(event, (CallState, MediaActive, IncomingCall)):
                 pass
+
+    async def _wait_end_request(self) -> str:
+        await self._end_requested.wait()
+        return self.record.end_reason or "ended by the agent"
 
     async def _limit_duration(self) -> str:
         limit = self.agent.max_duration_s or self.settings.max_duration_s
@@ -237,7 +287,8 @@ class CallSession:
         self.record.codec = codec
         event_id = f"evt_gw_{next(_event_ids)}"
         self._session_update_id = event_id
-        config = session_config(self.agent, self.decision.instructions or "", self._bridge)
+        config = session_config(self.actor.agent, self.actor.instructions(), self._bridge,
+                                tools=self.actor.tool_definitions())
         await self._client.send(rt.SessionUpdate(session=config, event_id=event_id))
 
     # Server events -----------------------------------------------------------------------
@@ -266,19 +317,57 @@ class CallSession:
             return self._on_error(event)
         elif isinstance(event, rt.ResponseOutputAudioTranscriptDone) and self.settings.log_content:
             self.log.info("agent said: %s", event.transcript)
-        elif isinstance(event, rt.ResponseFunctionCallArgumentsDone):
-            # Tools arrive with the agents issue; until then the model is told plainly.
-            await client.send(rt.ConversationItemCreate.function_call_output(
-                event.call_id, '{"error": "no tools are configured for this agent"}'))
-            await client.send(rt.ResponseCreate())
+        await self.actor.on_event(event)
         return None
+
+    # CallControl (what the agent may do to the call) ----------------------------------
+
+    async def send(self, event: rt.ClientEvent) -> None:
+        """Send a client event on this call's Realtime session."""
+        if self._client is not None:
+            await self._client.send(event)
+
+    def flush_playout(self) -> PlayedState | None:
+        """Stop the agent's audio at once; what of the current item was heard."""
+        played = self.offer.media.playout.flush()
+        if self._bridge is not None:
+            self._bridge.reset_agent_stream()
+        return played
+
+    async def wait_playout_idle(self, timeout_s: float) -> bool:
+        """Wait until the caller has heard all the agent's audio."""
+        self._playout_idle.clear()  # the next media tick says whether it is idle now
+        try:
+            await asyncio.wait_for(self._playout_idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def end_call(self, reason: str) -> None:
+        """End the call with BYE, recording why."""
+        if not self._end_requested.is_set():
+            self.record.end_reason = reason
+            self._end_requested.set()
+
+    async def transfer(self, uri: str, timeout_s: float) -> TransferResult:
+        """REFER the caller to ``uri`` and wait for the final NOTIFY."""
+        self._transfer = asyncio.get_running_loop().create_future()
+        self.log.info("transferring the call by REFER")
+        self.sip.transfer(self.leg_id, uri)
+        try:
+            return await asyncio.wait_for(self._transfer, timeout_s)
+        except TimeoutError:
+            return TransferResult(False, 408, "no final NOTIFY in time")
+        finally:
+            self._transfer = None
+
+    def send_dtmf(self, digits: str) -> None:
+        """Send RFC 4733 digits to the caller."""
+        self.sip.send_dtmf(self.leg_id, digits)
 
     async def _barge_in(self, client: RealtimeClient) -> None:
         """Stop the agent within one frame and truncate at what the caller heard."""
-        playout = self.offer.media.playout
-        played = playout.flush()
-        assert self._bridge is not None
-        self._bridge.reset_agent_stream()
+        played = self.flush_playout()
         self.record.barge_ins += 1
         if played is None:
             return

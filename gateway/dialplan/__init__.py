@@ -2,9 +2,12 @@
 
 ``loader`` turns a file into a validated :class:`Dialplan` (errors with file:line:field),
 ``router`` picks a route for a :class:`CallInfo`, ``template`` renders agent instructions,
-``store`` holds the plan in force and reloads it atomically, and ``commands`` backs
+``capabilities`` reads agents' tools, handoffs, guardrails and DTMF handling, ``pyimport``
+finds the Python code they name, ``store`` holds the plan in force and reloads it atomically,
+and ``commands`` backs
 ``gateway dialplan check`` and ``gateway dialplan route``. The format is documented in
-``docs/dialplan.md``. Pure apart from reading the files.
+``docs/dialplan.md``. Pure apart from reading the files and importing the Python tools,
+guardrails and Agents SDK agents a plan names.
 """
 
 from gateway.dialplan.loader import load_dialplan, parse_dialplan

@@ -2,7 +2,8 @@
 
 ``check`` validates a file and prints either a one-line summary or every error as
 ``file:line: field: reason``; ``route`` shows which route, action and agent a made-up call would
-get, with the rendered instructions, so an admin can test a dialplan without placing a call.
+get, with the rendered instructions and what the agent can do (tools, handoffs, guardrails,
+DTMF rules), so an admin can test a dialplan without placing a call.
 Both write to the text stream they are given and return the process exit status; the CLI module
 parses arguments and wires them in.
 """
@@ -13,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from gateway.dialplan.loader import load_dialplan
+from gateway.agents.spec import AgentCapabilities, BuiltinTool, HttpTool, PythonTool, SdkTool
+from gateway.dialplan.loader import NO_ENV, load_dialplan
 from gateway.dialplan.router import CallInfo, RouteDecision, route_call
 from gateway.dialplan.schema import AgentAction, AgentSpec, Dialplan, RejectAction
 from gateway.errors import ConfigErrors, NoRouteError
@@ -24,13 +26,14 @@ EXIT_INVALID = 1
 EXIT_NO_ROUTE = 2
 
 
-def check(path: str | Path, out: TextIO) -> int:
+def check(path: str | Path, out: TextIO, env: Mapping[str, str] = NO_ENV) -> int:
     """Validate the dialplan at ``path``.
 
     Prints ``OK: N routes, M agents`` and returns 0, or prints each error as
-    ``file:line: field: reason`` and returns 1.
+    ``file:line: field: reason`` and returns 1. ``env`` fills in ``${NAME}`` in HTTP tool
+    headers.
     """
-    plan = _load(path, out)
+    plan = _load(path, out, env)
     if plan is None:
         return EXIT_INVALID
     out.write(f"OK: {_count(len(plan.routes), 'route')}, {_count(len(plan.agents), 'agent')}\n")
@@ -48,6 +51,7 @@ def route(
     source_ip: str = "127.0.0.1",
     caller_name: str | None = None,
     out: TextIO,
+    env: Mapping[str, str] = NO_ENV,
 ) -> int:
     """Show what the dialplan at ``path`` does with a call.
 
@@ -61,11 +65,12 @@ def route(
         source_ip: Address the INVITE comes from.
         caller_name: From display name.
         out: Where to print.
+        env: Environment for ``${NAME}`` in HTTP tool headers.
 
     Returns:
         0 when a route matches, 1 when the dialplan is invalid, 2 when no route matches.
     """
-    plan = _load(path, out)
+    plan = _load(path, out, env)
     if plan is None:
         return EXIT_INVALID
     call = CallInfo(
@@ -98,9 +103,9 @@ def parse_header_args(items: Iterable[str]) -> dict[str, str]:
     return headers
 
 
-def _load(path: str | Path, out: TextIO) -> Dialplan | None:
+def _load(path: str | Path, out: TextIO, env: Mapping[str, str]) -> Dialplan | None:
     try:
-        return load_dialplan(path)
+        return load_dialplan(path, env)
     except ConfigErrors as exc:
         for error in exc.errors:
             out.write(f"{error}\n")
@@ -121,7 +126,8 @@ def _describe(decision: RouteDecision, out: TextIO) -> None:
     if not isinstance(action, AgentAction):
         out.write(f"action: refer {action.uri}\n")
         return
-    out.write(f"action: agent {action.agent}\n")
+    sdk = f" (Agents SDK: {action.sdk_agent})" if action.sdk_agent else ""
+    out.write(f"action: agent {action.agent}{sdk}\n")
     if decision.agent is not None:
         _describe_agent(decision.agent, out)
     if decision.greeting is not None:
@@ -141,3 +147,33 @@ def _describe_agent(agent: AgentSpec, out: TextIO) -> None:
         out.write(f"transcription: {agent.transcription.model}\n")
     if agent.max_duration_s is not None:
         out.write(f"max_duration_s: {agent.max_duration_s}\n")
+    _describe_capabilities(agent.capabilities, out)
+
+
+def _describe_capabilities(caps: AgentCapabilities, out: TextIO) -> None:
+    if caps.tools:
+        out.write("tools: " + ", ".join(_tool(t) for t in caps.tools) + "\n")
+    if caps.handoffs:
+        out.write("handoffs: " + ", ".join(f"{h.name} -> {h.agent}" for h in caps.handoffs)
+                  + "\n")
+    if caps.guardrails:
+        out.write("guardrails: " + ", ".join(
+            f"{g.name} ({g.action}{' ' + g.target if g.target else ''})" for g in caps.guardrails)
+            + "\n")
+    dtmf = caps.dtmf
+    rules = ", ".join(f"{r.digits} -> {r.action}{' ' + r.target if r.target else ''}"
+                      for r in dtmf.rules)
+    if dtmf.rules or not dtmf.to_agent:
+        out.write(f"dtmf: {'to agent' if dtmf.to_agent else 'not to agent'}"
+                  f"{'; ' + rules if rules else ''}\n")
+
+
+def _tool(tool: PythonTool | HttpTool | BuiltinTool | SdkTool) -> str:
+    if isinstance(tool, BuiltinTool):
+        return f"{tool.tool_name} (builtin {tool.builtin})" if tool.name \
+            else f"{tool.builtin} (builtin)"
+    if isinstance(tool, PythonTool):
+        return f"{tool.name} (python {tool.path})"
+    if isinstance(tool, HttpTool):
+        return f"{tool.name} ({tool.method} {tool.url})"
+    return f"{tool.name} (Agents SDK)"

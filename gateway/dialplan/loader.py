@@ -5,26 +5,37 @@ single call with it, and reports every problem at once as ``file:line: field: re
 :class:`~gateway.errors.ConfigErrors`): unknown keys, wrong types, a route without exactly one
 action, an agent that does not exist, a regex that does not compile, a template naming an
 unknown variable (pointing at the line inside a ``|`` block), duplicate route or agent names,
-reject codes out of range, include cycles. Includes are resolved relative to the including file;
-their agents join the plan, their routes come after the including file's own routes, and their
-top-level variables are used only where the including file does not set the same name. A file
-reached twice (not in a cycle) is read once. Reading files goes through a replaceable function
-so the parsing itself stays pure.
+reject codes out of range, include cycles, and everything about agents' tools, handoffs,
+guardrails and DTMF (parsed by :mod:`gateway.dialplan.capabilities`). Includes are resolved
+relative to the including file; their agents and tools join the plan, their routes come after
+the including file's own routes, and their top-level variables are used only where the
+including file does not set the same name. A file reached twice (not in a cycle) is read once.
+Reading files goes through a replaceable function so the parsing itself stays pure; the only
+other effects are importing the Python tools, guardrails and Agents SDK agents the plan names
+(``sdk_agent:`` routes, through :mod:`gateway.agents.sdk`), so a wrong path fails here.
 """
 
 from __future__ import annotations
 
 import os.path
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from ipaddress import ip_network
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import yaml
 
+from gateway.agents.spec import ToolSpec
+from gateway.dialplan.capabilities import (
+    URI_RE,
+    CapabilityParser,
+    PendingCapabilities,
+    Where,
+)
+from gateway.dialplan.conditions import MatchParser
+from gateway.dialplan.pyimport import PATH_RE, Describe, default_describer
 from gateway.dialplan.schema import (
     DEFAULT_VOICE,
     VOICES,
@@ -33,10 +44,7 @@ from gateway.dialplan.schema import (
     AgentSpec,
     Dialplan,
     Eagerness,
-    HeaderMatch,
-    Match,
-    Network,
-    Pattern,
+    MediaMode,
     ReferAction,
     RejectAction,
     Route,
@@ -46,7 +54,6 @@ from gateway.dialplan.schema import (
     TurnDetection,
 )
 from gateway.dialplan.template import (
-    HEADER_NAME_RE,
     VARIABLE_NAME_RE,
     Template,
     TemplateProblem,
@@ -55,19 +62,21 @@ from gateway.dialplan.template import (
 from gateway.errors import ConfigError, ConfigErrors
 from gateway.yamlsrc import Reader, YamlDoc, load_yaml
 
+if TYPE_CHECKING:
+    from gateway.agents.sdk import SdkAgentPlan
+
 #: Reads an included file; raises ``OSError`` or ``UnicodeDecodeError`` when it cannot.
 ReadText = Callable[[str], str]
 
 #: Deepest include nesting accepted (cycles are caught earlier; this stops symlink loops).
 MAX_INCLUDE_DEPTH: Final = 16
-#: Keys reserved for a later release; named in the error so nobody thinks it is a typo.
-_PLANNED: Final = ("tools", "handoffs", "guardrails")
+#: The default ``env``: no environment variables at all.
+NO_ENV: Final[Mapping[str, str]] = MappingProxyType({})
 
 _NAME_RE: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _AGENT_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _MODEL_RE: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _LANGUAGE_RE: Final = r"[a-z]{2,3}"
-_URI_RE: Final = re.compile(r"(?:sips?|tel):[^\s<>\"]+")
 _REASON_RE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _BLOCK_LITERAL: Final = "|"
 _EAGERNESS: Final[dict[str, Eagerness]] = {
@@ -91,8 +100,12 @@ REASON_PHRASES: Final = {
 }
 
 
-def load_dialplan(path: str | Path) -> Dialplan:
+def load_dialplan(path: str | Path, env: Mapping[str, str] = NO_ENV) -> Dialplan:
     """Load and validate the dialplan at ``path`` and everything it includes.
+
+    Args:
+        path: The dialplan file.
+        env: Environment for ``${NAME}`` references in HTTP tool headers (none by default).
 
     Raises:
         ConfigErrors: Every problem found, each with file, line and field.
@@ -102,21 +115,26 @@ def load_dialplan(path: str | Path) -> Dialplan:
         text = _read_file(source)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigErrors([ConfigError(source, None, "", _read_failure(exc))]) from None
-    return parse_dialplan(text, source)
+    return parse_dialplan(text, source, env=env)
 
 
-def parse_dialplan(text: str, source: str, *, read_text: ReadText | None = None) -> Dialplan:
+def parse_dialplan(text: str, source: str, *, read_text: ReadText | None = None,
+                   env: Mapping[str, str] = NO_ENV, describe: Describe | None = None) -> Dialplan:
     """Validate dialplan ``text``; ``source`` names it in errors and anchors relative includes.
 
     Args:
         text: The YAML document.
         source: Its path (or a label such as ``<default>``).
         read_text: Reads an included file by path; defaults to reading it from disk as UTF-8.
+        env: Environment for ``${NAME}`` references in HTTP tool headers; the values become
+            :class:`~gateway.config.Secret` and never appear in errors.
+        describe: Gives ``(description, parameters)`` of a Python tool written without
+            ``parameters``; defaults to :func:`~gateway.dialplan.pyimport.default_describer`.
 
     Raises:
         ConfigErrors: Every problem found, each with file, line and field.
     """
-    builder = _Builder(read_text or _read_file)
+    builder = _Builder(read_text or _read_file, env, describe)
     routes = builder.load(text, source, ())
     return builder.finish(routes, source)
 
@@ -132,30 +150,52 @@ def _read_failure(exc: OSError | UnicodeDecodeError) -> str:
 
 
 @dataclass(frozen=True)
-class _Where:
-    source: str
-    line: int | None
-    field: str
-
-    def error(self, reason: str) -> ConfigError:
-        return ConfigError(self.source, self.line, self.field, reason)
-
-
-@dataclass(frozen=True)
 class _PendingRoute:
     route: Route
     # Where the route's ``name:`` and ``agent:`` are, for errors found once every file is read.
-    name_at: _Where
-    agent_at: _Where
+    name_at: Where
+    agent_at: Where
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """An agent's fields other than instructions and capabilities."""
+
+    voice: str
+    model: str | None
+    media: MediaMode
+    turn_detection: TurnDetection
+    transcription: Transcription | None
+    greeting: Template | None
+    max_duration_s: int | None
+
+
+@dataclass(frozen=True)
+class _SdkAgent:
+    """An agent an ``sdk_agent:`` route brought in, waiting for names to be resolved."""
+
+    spec: AgentSpec
+    pending: PendingCapabilities
+    path: str
+    options: object  # the route's settings as written, to spot conflicting reuse
+    at: Where
 
 
 class _Builder:
     """Collects agents, routes and errors over a file and its includes."""
 
-    def __init__(self, read_text: ReadText) -> None:
+    def __init__(self, read_text: ReadText, env: Mapping[str, str],
+                 describe: Describe | None) -> None:
         self.read_text = read_text
         self.errors: list[ConfigError] = []
+        self.matches = MatchParser(self.errors)
+        self.caps = CapabilityParser(self.errors, env, describe or default_describer(),
+                                     self._key_texts)
         self.agents: dict[str, AgentSpec] = {}
+        self.pending: dict[str, PendingCapabilities] = {}
+        self.tools: dict[str, tuple[ToolSpec | None, Where]] = {}
+        self.sdk_plans: dict[str, SdkAgentPlan | None] = {}
+        self.sdk_agents: dict[str, _SdkAgent] = {}
         self.variables: dict[str, str] = {}
         self.files: list[str] = []
         self.shown: dict[str, str] = {}  # absolute path -> path as written, for messages
@@ -188,6 +228,13 @@ class _Builder:
         includes = self._includes(top)
         for name, value in self._variables(top, "variables").items():
             self.variables.setdefault(name, value)
+        for tool, spec, at in self.caps.tool_definitions(top):
+            first = self.tools.get(tool)
+            if first is not None:
+                self.errors.append(at.error(f"tool {tool!r} is already defined at"
+                                            f" {first[1].at}"))
+            else:
+                self.tools[tool] = (spec, at)
         for name, agent_reader in self._mapping_items(top, "agents"):
             self._agent(name, agent_reader)
         routes = [self._route(route) for route in self._list_items(top, "routes")]
@@ -196,7 +243,7 @@ class _Builder:
             routes.extend(self._include(target, at, stack + (key,)))
         return routes
 
-    def _includes(self, top: Reader) -> list[tuple[str, _Where]]:
+    def _includes(self, top: Reader) -> list[tuple[str, Where]]:
         value = top.raw("include")
         if value is None:
             return []
@@ -205,7 +252,7 @@ class _Builder:
             top.error("include", "must be a file name or a list of file names")
             return []
         base = os.path.dirname(top.doc.source)
-        out: list[tuple[str, _Where]] = []
+        out: list[tuple[str, Where]] = []
         for i, item in enumerate(items):
             path = ("include",) if isinstance(value, str) else ("include", i)
             at = self._where(top.doc, path)
@@ -215,7 +262,7 @@ class _Builder:
             out.append((os.path.normpath(os.path.join(base, item)), at))
         return out
 
-    def _include(self, target: str, at: _Where, stack: tuple[str, ...]) -> list[_PendingRoute]:
+    def _include(self, target: str, at: Where, stack: tuple[str, ...]) -> list[_PendingRoute]:
         key = os.path.abspath(target)
         if key in stack:
             chain = stack[stack.index(key):] + (key,)
@@ -241,8 +288,26 @@ class _Builder:
         if not _AGENT_NAME_RE.fullmatch(name):
             r.error(None, "agent name must start with a letter and use only letters, digits,"
                           " '_' and '-' (at most 64)")
-        self._planned(r)
         instructions = self._template(r, "instructions", required=True)
+        settings = self._settings(r)
+        pending = self.caps.agent(r)
+        r.finish()
+        if instructions is None:
+            instructions = Template("", ())
+        spec = AgentSpec(
+            name=name, instructions=instructions, voice=settings.voice, model=settings.model,
+            media=settings.media, turn_detection=settings.turn_detection,
+            transcription=settings.transcription, greeting=settings.greeting,
+            max_duration_s=settings.max_duration_s, source=at.source, line=at.line,
+        )
+        first = self.agents.get(name)
+        if first is not None:
+            r.error(None, f"agent {name!r} is already defined at {first.source}:{first.line}")
+            return
+        self.agents[name] = spec
+        self.pending[name] = pending
+
+    def _settings(self, r: Reader) -> _Settings:
         voice = r.str("voice", DEFAULT_VOICE, choices=VOICES)
         model = r.str("model", "", pattern=_MODEL_RE) or None
         media = r.str("media", "native", choices=("native", "transcode"))
@@ -251,20 +316,8 @@ class _Builder:
         greeting = self._template(r, "greeting", required=False)
         max_duration = r.int("max_duration_s", min=1, max=86400) if r.has("max_duration_s") \
             else None
-        r.finish()
-        if instructions is None:
-            instructions = Template("", ())
-        spec = AgentSpec(
-            name=name, instructions=instructions, voice=voice, model=model,
-            media="transcode" if media == "transcode" else "native",
-            turn_detection=turn_detection, transcription=transcription, greeting=greeting,
-            max_duration_s=max_duration, source=at.source, line=at.line,
-        )
-        first = self.agents.get(name)
-        if first is not None:
-            r.error(None, f"agent {name!r} is already defined at {first.source}:{first.line}")
-            return
-        self.agents[name] = spec
+        return _Settings(voice, model, "transcode" if media == "transcode" else "native",
+                         turn_detection, transcription, greeting, max_duration)
 
     def _template(self, r: Reader, key: str, *, required: bool) -> Template | None:
         if not required and not r.has(key):
@@ -284,24 +337,36 @@ class _Builder:
                        problem: TemplateProblem) -> int | None:
         """Line of ``problem`` inside a scalar: exact for ``|`` blocks and one-line values."""
         line = doc.line_of(path)
-        if line is not None and self._style(doc, path) == _BLOCK_LITERAL:
+        node = self._node(doc, path)
+        if line is not None and isinstance(node, yaml.ScalarNode) \
+                and node.style == _BLOCK_LITERAL:
             # A literal block starts on the line after its '|' and keeps every line break, so
             # counting them maps the offset straight to the file.
             return line + 1 + value[:problem.offset].count("\n")
         return line
 
-    def _style(self, doc: YamlDoc, path: tuple[str | int, ...]) -> str | None:
-        # Only reached when a template is wrong, so composing the file again costs nothing.
+    def _node(self, doc: YamlDoc, path: tuple[str | int, ...]) -> yaml.Node | None:
+        # Only reached for a wrong template or DTMF rules, so composing the file again costs
+        # nothing worth caching.
         node: yaml.Node | None = yaml.compose(self.texts.get(doc.source, ""),
                                               Loader=yaml.SafeLoader)
         for part in path:
             if isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if k.value == part), None)
+                node = next((v for k, v in node.value if _key_text(k) == part), None)
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 node = node.value[part] if part < len(node.value) else None
             else:
                 return None
-        return node.style if isinstance(node, yaml.ScalarNode) else None
+        return node
+
+    def _key_texts(self, doc: YamlDoc, path: tuple[str | int, ...]) -> Mapping[str, str]:
+        """Plain keys of the mapping at ``path`` that YAML did not read as strings."""
+        node = self._node(doc, path)
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        return {_key_text(k): k.value for k, _ in node.value
+                if isinstance(k, yaml.ScalarNode) and k.style is None
+                and k.tag != "tag:yaml.org,2002:str"}
 
     def _turn_detection(self, r: Reader) -> TurnDetection:
         key = "turn_detection"
@@ -373,8 +438,8 @@ class _Builder:
         at = self._where(r.doc, r.path)
         name_at = self._where(r.doc, r.path + ("name",))
         name = r.str("name", pattern=_NAME_RE)
-        match = self._match(r)
-        present = [k for k in ("agent", "reject", "refer") if r.has(k)]
+        match = self.matches.match(r)
+        present = [k for k in ("agent", "sdk_agent", "reject", "refer") if r.has(k)]
         if not present:
             r.error(None, "needs one action: agent, reject or refer")
         elif len(present) > 1:
@@ -385,6 +450,9 @@ class _Builder:
             if key == "agent":
                 agent_at = self._where(r.doc, r.path + ("agent",))
                 action = AgentAction(r.str("agent"))
+            elif key == "sdk_agent":
+                agent_at = self._where(r.doc, r.path + ("sdk_agent",))
+                action = self._sdk_route(r, agent_at)
             elif key == "reject":
                 action = self._reject(r)
             else:
@@ -394,6 +462,75 @@ class _Builder:
         route = Route(name=name, match=match, action=action,
                       variables=MappingProxyType(variables), source=at.source, line=at.line)
         return _PendingRoute(route, name_at, agent_at)
+
+    def _sdk_route(self, r: Reader, at: Where) -> AgentAction:
+        """An ``sdk_agent:`` action: load the SDK agent and bring its agents into the plan."""
+        value = r.raw("sdk_agent")
+        if isinstance(value, str):
+            path = r.str("sdk_agent")
+            settings = _Settings(DEFAULT_VOICE, None, "native", ServerVad(), None, None, None)
+            extra = PendingCapabilities(at=at)
+        elif isinstance(value, dict):
+            sr = r.sub("sdk_agent")
+            path = sr.str("path")
+            settings = self._settings(sr)
+            if "handoffs" in sr.data:
+                sr.raw("handoffs")
+                sr.error("handoffs", "an Agents SDK agent's handoffs come from its Python"
+                                     " definition")
+            extra = self.caps.agent(sr, handoffs=False)
+            sr.finish()
+        else:
+            r.error("sdk_agent", "must be an import path 'package.module:agent' or {path: ...,"
+                                 " voice: ..., tools: [...]}")
+            return AgentAction("")
+        if not path:
+            return AgentAction("")
+        if not PATH_RE.fullmatch(path):
+            self.errors.append(at.error(f"{path!r} is not a 'package.module:attribute' path"))
+            return AgentAction("", sdk_agent=path)
+        plan = self._sdk_plan(path, at)
+        if plan is None:
+            return AgentAction("", sdk_agent=path)
+        options = {k: v for k, v in value.items() if k != "path"} \
+            if isinstance(value, dict) else {}
+        for spec in plan.agents.values():
+            self._add_sdk_agent(_SdkAgent(
+                spec=replace(
+                    spec, voice=settings.voice, model=settings.model, media=settings.media,
+                    turn_detection=settings.turn_detection, transcription=settings.transcription,
+                    greeting=settings.greeting if spec.name == plan.start else None,
+                    max_duration_s=settings.max_duration_s, source=at.source, line=at.line),
+                pending=extra.with_sdk(spec.capabilities, at), path=path, options=options,
+                at=at))
+        return AgentAction(plan.start, sdk_agent=path)
+
+    def _sdk_plan(self, path: str, at: Where) -> SdkAgentPlan | None:
+        if path not in self.sdk_plans:
+            # Imported here: gateway.agents.sdk uses the dialplan schema (an import cycle at
+            # module level), and only plans with sdk_agent routes need it.
+            from gateway.agents.sdk import SdkAgentError, load_sdk_agent
+
+            try:
+                self.sdk_plans[path] = load_sdk_agent(path)
+            except SdkAgentError as exc:
+                self.sdk_plans[path] = None
+                self.errors.append(at.error(str(exc)))
+        return self.sdk_plans[path]
+
+    def _add_sdk_agent(self, agent: _SdkAgent) -> None:
+        name = agent.spec.name
+        first = self.sdk_agents.get(name)
+        if first is None:
+            self.sdk_agents[name] = agent
+        elif first.path != agent.path:
+            self.errors.append(agent.at.error(
+                f"{agent.path} brings an agent named {name!r}, and so does {first.path} (at"
+                f" {first.at.at}); Agents SDK agent names must be unique in a dialplan"))
+        elif first.options != agent.options:
+            self.errors.append(agent.at.error(
+                f"{agent.path} is used with other settings at {first.at.at}; its agents can"
+                " have only one set of settings (use the same sdk_agent settings everywhere)"))
 
     def _reject(self, r: Reader) -> RejectAction:
         value = r.raw("reject")
@@ -413,124 +550,9 @@ class _Builder:
 
     def _refer(self, r: Reader) -> ReferAction:
         uri = r.str("refer")
-        r.check("refer", _URI_RE.fullmatch(uri) is not None,
+        r.check("refer", URI_RE.fullmatch(uri) is not None,
                 "must be a sip:, sips: or tel: URI without spaces or <>\"")
         return ReferAction(uri)
-
-    def _match(self, route: Reader) -> Match:
-        if "match" in route.data and route.data["match"] is None:
-            route.raw("match")
-            return Match()
-        r = route.sub("match")
-        match = Match(
-            to=self._patterns(r, "to"),
-            from_=self._patterns(r, "from"),
-            request_uri=self._patterns(r, "request_uri"),
-            headers=self._headers(r),
-            account=self._patterns(r, "account"),
-            source=self._networks(r),
-        )
-        r.finish()
-        return match
-
-    def _patterns(self, r: Reader, key: str) -> tuple[Pattern, ...]:
-        value = r.raw(key)
-        if value is None:
-            return ()
-        if isinstance(value, list):
-            if not value:
-                r.error(key, "must not be an empty list (leave the field out to match anything)")
-            items = [(item, r.path + (key, i)) for i, item in enumerate(value)]
-        else:
-            items = [(value, r.path + (key,))]
-        out: list[Pattern] = []
-        for item, path in items:
-            pattern = self._pattern(r.doc, path, item, r.errors)
-            if pattern is not None:
-                out.append(pattern)
-        return tuple(out)
-
-    def _pattern(self, doc: YamlDoc, path: tuple[str | int, ...], value: Any,
-                 errors: list[ConfigError]) -> Pattern | None:
-        if isinstance(value, str):
-            return Pattern("exact", value)
-        if not isinstance(value, dict):
-            if isinstance(value, bool):
-                what = "true/false (quote words such as \"no\" and \"off\")"
-            elif isinstance(value, int | float):
-                what = ("a number (quote numbers, e.g. \"+18005550100\", so YAML keeps '+' and"
-                        " leading zeros)")
-            else:
-                what = "a list" if isinstance(value, list) else "null"
-            errors.append(self._where(doc, path).error(
-                f"must be a string, {{exact: ...}}, {{prefix: ...}} or {{regex: ...}}, got {what}"))
-            return None
-        pr = Reader(doc, path, errors)
-        kinds = [k for k in ("exact", "prefix", "regex") if k in pr.data]
-        if len(kinds) != 1:
-            pr.error(None, "needs exactly one of exact, prefix or regex")
-        pattern: Pattern | None = None
-        for kind in kinds:
-            text = pr.str(kind)
-            if kind == "exact":
-                pattern = Pattern("exact", text)
-            elif kind == "prefix":
-                pattern = Pattern("prefix", text)
-            else:
-                try:
-                    pattern = Pattern("regex", text)
-                except ValueError as exc:
-                    pr.error(kind, str(exc))
-        pr.finish()
-        return pattern
-
-    def _headers(self, r: Reader) -> tuple[HeaderMatch, ...]:
-        if not r.has("headers"):
-            r.raw("headers")
-            return ()
-        hr = r.sub("headers")
-        seen: dict[str, str] = {}
-        out: list[HeaderMatch] = []
-        for name, value in hr.data.items():
-            if value is None:
-                hr.raw(name)
-                hr.error(name, "needs a value; use {regex: \"\"} to match any value")
-                continue
-            patterns = self._patterns(hr, name)
-            if not HEADER_NAME_RE.fullmatch(name):
-                hr.error(name, "is not a valid SIP header name")
-                continue
-            lower = name.lower()
-            if lower in seen:
-                hr.error(name, f"same header as {seen[lower]} (header names ignore case)")
-                continue
-            seen[lower] = name
-            out.append(HeaderMatch(lower, patterns))
-        return tuple(out)
-
-    def _networks(self, r: Reader) -> tuple[Network, ...]:
-        value = r.raw("source")
-        if value is None:
-            return ()
-        items = [(value, r.path + ("source",))] if isinstance(value, str) else \
-            [(item, r.path + ("source", i)) for i, item in enumerate(value)] \
-            if isinstance(value, list) else None
-        if items is None:
-            r.error("source", "must be a network (\"10.0.0.0/8\") or a list of networks")
-            return ()
-        if not items:
-            r.error("source", "must not be an empty list (leave the field out to match anything)")
-        out: list[Network] = []
-        for item, path in items:
-            at = self._where(r.doc, path)
-            if not isinstance(item, str):
-                self.errors.append(at.error("must be a network as a string, e.g. \"10.0.0.0/8\""))
-                continue
-            try:
-                out.append(ip_network(item))
-            except ValueError as exc:
-                self.errors.append(at.error(f"invalid network: {exc}"))
-        return tuple(out)
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -552,12 +574,6 @@ class _Builder:
             else:
                 vr.error(name, "must be a string or a number")
         return out
-
-    def _planned(self, r: Reader) -> None:
-        for key in _PLANNED:
-            if key in r.data:
-                r.raw(key)
-                r.error(key, f"{key} are not supported yet")
 
     def _mapping_items(self, r: Reader, key: str) -> list[tuple[str, Reader]]:
         value = r.raw(key)
@@ -590,13 +606,14 @@ class _Builder:
                 self.errors.append(self._where(r.doc, r.path + (key, i)).error(
                     "must be a mapping with name, match and an action"))
 
-    def _where(self, doc: YamlDoc, path: tuple[str | int, ...]) -> _Where:
-        return _Where(doc.source, doc.line_of(path), _dotted(path))
+    def _where(self, doc: YamlDoc, path: tuple[str | int, ...]) -> Where:
+        return Where.of(doc, path)
 
     # -- the whole plan ---------------------------------------------------------------------
 
     def finish(self, pending: list[_PendingRoute], source: str) -> Dialplan:
         """Cross-file checks; build the plan or raise every error collected."""
+        self._resolve_agents()
         names: dict[str, Route] = {}
         for item in pending:
             route = item.route
@@ -615,34 +632,58 @@ class _Builder:
             # Stable sort: errors on one line keep the order they were found in.
             raise ConfigErrors(sorted(
                 self.errors, key=lambda e: (order.get(e.source, len(order)), e.line or 0)))
+        return self._plan(pending)
+
+    def _plan(self, pending: list[_PendingRoute]) -> Dialplan:
         return Dialplan(
             routes=tuple(item.route for item in pending),
             agents=MappingProxyType(dict(self.agents)),
             source_files=tuple(self.files),
             variables=MappingProxyType(dict(self.variables)),
+            tools=MappingProxyType({name: spec for name, (spec, _) in self.tools.items()
+                                    if spec is not None}),
         )
+
+    def _resolve_agents(self) -> None:
+        """Add the Agents SDK agents, then resolve every agent's tool and handoff names."""
+        for name, sdk in self.sdk_agents.items():
+            clash = self.agents.get(name)
+            if clash is not None:
+                self.errors.append(sdk.at.error(
+                    f"{sdk.path} brings an agent named {name!r}, which is also the name of the"
+                    f" agent defined at {clash.source}:{clash.line}"))
+                continue
+            self.agents[name] = sdk.spec
+            self.pending[name] = sdk.pending
+        names = frozenset(self.agents)
+        for name, agent in self.agents.items():
+            capabilities = self.caps.resolve(name, self.pending[name], self.tools, names)
+            self.agents[name] = replace(agent, capabilities=capabilities)
 
     def _check_agent(self, item: _PendingRoute, name: str, route: Route) -> None:
         if not name:
             return
-        agent = self.agents.get(name)
-        if agent is None:
+        if name not in self.agents:
             known = ", ".join(sorted(self.agents)) or "none defined"
             self.errors.append(item.agent_at.error(f"unknown agent {name!r} (agents: {known})"))
             return
-        missing = sorted(agent.variables - set(route.variables) - set(self.variables))
-        if missing:
+        defined = set(route.variables) | set(self.variables)
+        for agent in self._plan([]).reachable(name):
+            missing = sorted(agent.variables - defined)
+            if not missing:
+                continue
             used = ", ".join("{var." + v + "}" for v in missing)
+            through = "" if agent.name == name else \
+                f" (a handoff from {name!r} reaches it)"
             self.errors.append(item.agent_at.error(
-                f"agent {name!r} uses {used}, which neither this route's variables nor the"
-                " top-level variables define"))
+                f"agent {agent.name!r}{through} uses {used}, which neither this route's"
+                " variables nor the top-level variables define"))
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
+def _key_text(node: yaml.Node) -> str:
+    # The loader turns non-string keys into strings the same way (str of the value), so a
+    # path built from the loaded data finds the node.
+    if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:str":
+        value = yaml.safe_load(node.value) if node.style is None else node.value
+        return str(value)
+    return str(node.value)

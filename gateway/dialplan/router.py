@@ -3,9 +3,12 @@
 The SIP side describes an INVITE as a :class:`CallInfo` (user parts of To and From, the
 Request-URI, headers, the ingress account and the source address) and calls :func:`route_call`.
 Routes are tried in order and the first whose conditions all hold wins; its action is returned
-with the merged variables and, for an agent, the rendered instructions and greeting. No match
-raises :class:`~gateway.errors.NoRouteError`, which the SIP adapter answers with 404. Patterns
-were compiled at load time, so routing is string comparisons only. Pure: no I/O.
+with the merged variables and, for an agent, the rendered instructions and greeting, the agents
+its handoffs can reach (the call session switches to them) and the render context to fill in
+their templates with. The agent's tools, handoffs, guardrails and DTMF handling travel on it as
+``decision.agent.capabilities``. No match raises :class:`~gateway.errors.NoRouteError`, which
+the SIP adapter answers with 404. Patterns were compiled at load time, so routing is string
+comparisons only. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from types import MappingProxyType
 from gateway.dialplan.schema import Action, AgentAction, AgentSpec, Dialplan, Route
 from gateway.dialplan.template import RenderContext
 from gateway.errors import NoRouteError
+
+
+def _no_agents() -> Mapping[str, AgentSpec]:
+    return MappingProxyType({})
 
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
@@ -84,8 +91,13 @@ class RouteDecision:
         action: Its action (``AgentAction``, ``RejectAction`` or ``ReferAction``).
         variables: Top-level variables overridden by the route's.
         agent: The agent, for an ``AgentAction``.
+            For an ``sdk_agent:`` route it is the starting ``RealtimeAgent``. Its
+            ``capabilities`` are the tools, handoffs, guardrails and DTMF handling.
         instructions: The agent's rendered instructions, for an ``AgentAction``.
         greeting: The agent's rendered greeting, when it has one.
+        handoff_agents: ``agent`` and every agent its handoffs reach (directly or through
+            other agents), by name; a handoff's target is always in here.
+        context: What templates are rendered with on this call (see :meth:`render`).
     """
 
     route: Route
@@ -94,6 +106,19 @@ class RouteDecision:
     agent: AgentSpec | None = None
     instructions: str | None = None
     greeting: str | None = None
+    handoff_agents: Mapping[str, AgentSpec] = field(default_factory=_no_agents)
+    context: RenderContext | None = None
+
+    def render(self, agent: AgentSpec) -> tuple[str, str | None]:
+        """``agent``'s instructions and greeting for this call (e.g. after a handoff).
+
+        Raises:
+            ValueError: The decision is not for an agent (no render context).
+        """
+        if self.context is None:
+            raise ValueError("this call is not routed to an agent")
+        greeting = agent.greeting.render(self.context) if agent.greeting is not None else None
+        return agent.instructions.render(self.context), greeting
 
 
 def find_route(dialplan: Dialplan, call: CallInfo) -> Route | None:
@@ -131,5 +156,6 @@ def route_call(dialplan: Dialplan, call: CallInfo) -> RouteDecision:
         variables=variables,
     )
     greeting = agent.greeting.render(context) if agent.greeting is not None else None
+    reachable = MappingProxyType({a.name: a for a in dialplan.reachable(agent.name)})
     return RouteDecision(route, action, variables, agent, agent.instructions.render(context),
-                         greeting)
+                         greeting, reachable, context)

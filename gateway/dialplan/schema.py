@@ -5,8 +5,9 @@ is valid: every route names an existing agent, every regex compiled, every templ
 known); the router only reads them. Patterns compile their regex once, here, so matching a call
 is a few string comparisons. :meth:`ServerVad.to_realtime` and friends give the GA Realtime
 ``session.update`` shapes (``audio.input.turn_detection``, ``audio.input.transcription``) so the
-session code does not re-derive them. Tools, handoffs and guardrails are not part of the schema
-yet. Pure: no I/O.
+session code does not re-derive them. What an agent can do besides talking (tools, handoffs,
+output guardrails, DTMF handling) is an :class:`~gateway.agents.spec.AgentCapabilities` value on
+its :class:`AgentSpec`. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ipaddress import IPv4Network, IPv6Network
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
+from gateway.agents.spec import AgentCapabilities, ToolSpec
 from gateway.dialplan.template import Template
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ Network = IPv4Network | IPv6Network
 
 
 def _empty() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+def _no_tools() -> Mapping[str, ToolSpec]:
     return MappingProxyType({})
 
 
@@ -191,8 +197,10 @@ class AgentSpec:
         transcription: Caller-audio transcription, or ``None`` (off).
         greeting: Template the agent says first, or ``None`` (the caller speaks first).
         max_duration_s: Call limit for this agent, or ``None`` for the gateway's.
-        source: File the agent was defined in.
+        source: File the agent was defined in (for an Agents SDK agent: the file of the route
+            that names it).
         line: Line of its definition.
+        capabilities: Tools, handoffs, output guardrails and DTMF handling.
     """
 
     name: str
@@ -206,6 +214,7 @@ class AgentSpec:
     max_duration_s: int | None = None
     source: str = ""
     line: int | None = None
+    capabilities: AgentCapabilities = AgentCapabilities()
 
     @property
     def variables(self) -> frozenset[str]:
@@ -217,9 +226,16 @@ class AgentSpec:
 
 @dataclass(frozen=True)
 class AgentAction:
-    """Answer the call and connect it to agent ``agent``."""
+    """Answer the call and connect it to agent ``agent``.
+
+    Attributes:
+        agent: Name of the agent (a key of :attr:`Dialplan.agents`).
+        sdk_agent: For an ``sdk_agent:`` route, the ``pkg.module:attr`` of the Agents SDK
+            ``RealtimeAgent``; ``agent`` is then that agent's ``name``.
+    """
 
     agent: str
+    sdk_agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,12 +279,31 @@ class Dialplan:
 
     Attributes:
         routes: In match order (the loaded file's own routes first, then its includes').
-        agents: By name, from the file and everything it includes.
+        agents: By name, from the file and everything it includes, and every Agents SDK agent
+            an ``sdk_agent:`` route reaches (by its ``RealtimeAgent.name``).
         source_files: Every file read, the loaded one first.
         variables: Top-level variables; a route's own variables override them.
+        tools: The top-level ``tools:`` definitions, by name.
     """
 
     routes: tuple[Route, ...]
     agents: Mapping[str, AgentSpec]
     source_files: tuple[str, ...]
     variables: Mapping[str, str] = field(default_factory=_empty)
+    tools: Mapping[str, ToolSpec] = field(default_factory=_no_tools)
+
+    def reachable(self, name: str) -> tuple[AgentSpec, ...]:
+        """Agent ``name`` and every agent it can reach through handoffs, breadth first."""
+        order: list[AgentSpec] = []
+        queue = [name]
+        seen = {name}
+        while queue:
+            agent = self.agents.get(queue.pop(0))
+            if agent is None:
+                continue
+            order.append(agent)
+            for handoff in agent.capabilities.handoffs:
+                if handoff.agent not in seen:
+                    seen.add(handoff.agent)
+                    queue.append(handoff.agent)
+        return tuple(order)

@@ -10,9 +10,10 @@ store, safe to read from the SIP thread.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from gateway.dialplan.loader import load_dialplan
+from gateway.dialplan.loader import NO_ENV, load_dialplan
 from gateway.dialplan.schema import Dialplan
 from gateway.errors import ConfigErrors
 
@@ -20,16 +21,21 @@ from gateway.errors import ConfigErrors
 class DialplanStore:
     """Holds the current :class:`Dialplan` loaded from ``path``.
 
+    Python modules the plan names (tools, guardrails, Agents SDK agents) are imported once per
+    process: a reload re-reads the YAML but not changed Python code.
+
     Args:
         path: The dialplan file; includes are resolved relative to it on every load.
+        env: Environment for ``${NAME}`` in HTTP tool headers, used on every load.
 
     Raises:
         ConfigErrors: From the constructor, when the file is invalid.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, env: Mapping[str, str] = NO_ENV) -> None:
         self._path = Path(path)
-        self._current = load_dialplan(self._path)
+        self._env = env
+        self._current = load_dialplan(self._path, self._env)
         self._generation = 1
 
     @property
@@ -55,7 +61,7 @@ class DialplanStore:
             old one.
         """
         try:
-            plan = load_dialplan(self._path)
+            plan = load_dialplan(self._path, self._env)
         except ConfigErrors as exc:
             return exc
         self._current = plan

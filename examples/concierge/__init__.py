@@ -1,0 +1,1 @@
+"""A concierge that reads trade quotes, compares them, orders and schedules the visit."""

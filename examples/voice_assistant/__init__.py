@@ -1,0 +1,1 @@
+"""A voice assistant that tells the weather and books salon appointments."""
