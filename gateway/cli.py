@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--codec", choices=("PCMU", "PCMA"), help="offer only this codec")
     call.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp",
                       help="SIP transport (default udp)")
+    call.add_argument("--dtmf", default="", metavar="DIGITS",
+                      help="press these keys (RFC 4733) after --dtmf-after seconds")
+    call.add_argument("--dtmf-after", type=float, default=1.0, metavar="S",
+                      help="seconds after answer to send --dtmf (default 1)")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -160,7 +164,8 @@ def _call(args: argparse.Namespace) -> int:
 
     report = place_call(args.uri, play=args.play, record=args.record, duration_s=args.duration,
                         bind=args.bind, port=args.port, codec=args.codec,
-                        transport=args.transport)
+                        transport=args.transport, dtmf=args.dtmf,
+                        dtmf_after_s=args.dtmf_after)
     print(json.dumps(dataclasses.asdict(report)))
     return 0 if report.answered_at is not None else 1
 

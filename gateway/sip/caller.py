@@ -10,7 +10,10 @@ per process); nothing here is shared with the gateway's user agent.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,7 @@ class CallReport:
     answered_at: float | None = None
     record_started_at: float | None = None
     play_started_at: float | None = None
+    dtmf_sent_at: float | None = None
     ended_at: float | None = None
     ended_by: str = ""
     states: list[str] = field(default_factory=list)
@@ -42,6 +46,8 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.record_path = record
         self.player: Any = None
         self.recorder: Any = None
+        self.keepalive: Any = None
+        self.silence_path: str | None = None
         self.disconnected = False
 
     def onCallState(self, prm: Any) -> None:
@@ -63,6 +69,12 @@ class _Call(pj.Call):  # type: ignore[misc]
                 continue
             audio = self.getAudioMedia(index)
             self.report.codec = str(self.getStreamInfo(index).codecName)
+            if self.keepalive is None and self.silence_path is not None:
+                # A phone streams RTP all call long; with no source on the call port pjmedia
+                # stops sending after about a second, and queued DTMF would never leave.
+                self.keepalive = pj.AudioMediaPlayer()
+                self.keepalive.createPlayer(self.silence_path, 0)  # 0 = loop
+                self.keepalive.startTransmit(audio)
             if self.record_path and self.recorder is None:
                 self.recorder = pj.AudioMediaRecorder()
                 self.recorder.createRecorder(self.record_path)
@@ -79,7 +91,7 @@ class _Call(pj.Call):  # type: ignore[misc]
 def place_call(uri: str, *, play: str | None = None, record: str | None = None,
                duration_s: float = 10.0, bind: str = "127.0.0.1", port: int = 0,
                codec: str | None = None, transport: str = "udp", answer_timeout_s: float = 15.0,
-               log_level: int = 0) -> CallReport:
+               dtmf: str = "", dtmf_after_s: float = 1.0, log_level: int = 0) -> CallReport:
     """Place one call and return what happened. Blocks for at most ``duration_s`` + setup."""
     report = CallReport(uri)
     if transport != "udp" and ";transport=" not in uri:
@@ -116,7 +128,8 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
         ac.mediaConfig.transportConfig.port = 0
         account = pj.Account()
         account.create(ac)
-        _run_call(ep, account, report, play, record, duration_s, answer_timeout_s)
+        _run_call(ep, account, report, play, record, duration_s, answer_timeout_s,
+                  dtmf, dtmf_after_s)
         account.shutdown()
         del account
     finally:
@@ -125,8 +138,25 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
 
 
 def _run_call(ep: Any, account: Any, report: CallReport, play: str | None, record: str | None,
-              duration_s: float, answer_timeout_s: float) -> None:
+              duration_s: float, answer_timeout_s: float, dtmf: str,
+              dtmf_after_s: float) -> None:
     call = _Call(account, report, play, record)
+    with tempfile.TemporaryDirectory(prefix="gateway-call-") as tmp:
+        call.silence_path = _write_silence(os.path.join(tmp, "silence.wav"))
+        _drive(ep, call, report, duration_s, answer_timeout_s, dtmf, dtmf_after_s)
+
+
+def _write_silence(path: str) -> str:
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(16000))  # 1 s
+    return path
+
+
+def _drive(ep: Any, call: _Call, report: CallReport, duration_s: float,
+           answer_timeout_s: float, dtmf: str, dtmf_after_s: float) -> None:
     call.makeCall(report.uri, pj.CallOpParam(True))
     start = time.monotonic()
     while not call.disconnected:
@@ -136,6 +166,10 @@ def _run_call(ep: Any, account: Any, report: CallReport, play: str | None, recor
             report.ended_by = "local: no answer"
             call.hangup(pj.CallOpParam(True))
             break
+        if dtmf and report.answered_at is not None and now - report.answered_at > dtmf_after_s:
+            call.dialDtmf(dtmf)  # RFC 4733 telephone-events
+            report.dtmf_sent_at = now
+            dtmf = ""
         if report.answered_at is not None and now - report.answered_at > duration_s:
             report.ended_by = "local"
             call.hangup(pj.CallOpParam(True))
@@ -146,4 +180,4 @@ def _run_call(ep: Any, account: Any, report: CallReport, play: str | None, recor
     # Stop media objects before the call object goes (pjsua2-notes §4.2, §5.6).
     call.player = None
     call.recorder = None
-    del call
+    call.keepalive = None

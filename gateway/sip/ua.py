@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.config import AccountSettings, SipSettings, TransportSettings
 from gateway.errors import CallRejected, CapacityExceeded, GatewayError
@@ -51,6 +51,7 @@ WHEEL_CALL_SLOTS = 4
 #: An INVITE the loop has not answered after this long gets 500, so no caller hangs forever.
 ANSWER_DEADLINE_S = 30.0
 _FRAME_BYTES = 320  # 20 ms of PCM16 at 8 kHz
+_DTMF_IS_UPDATE = 1  # PJMEDIA_STREAM_DTMF_IS_UPDATE (pjmedia/stream.h; not exported by SWIG)
 _COMMAND_QUEUE_SIZE = 1024
 
 _TRANSPORTS = {"udp": "PJSIP_TRANSPORT_UDP", "tcp": "PJSIP_TRANSPORT_TCP",
@@ -157,9 +158,16 @@ class _Leg(pj.Call):  # type: ignore[misc]
             self.ua._emit(MediaActive(self.leg_id, "PCMA" if codec == "PCMA" else "PCMU"))
             return
 
-    def onDtmfDigit(self, prm: Any) -> None:
+    def onDtmfEvent(self, prm: Any) -> None:
+        # pjsua 2.15 calls on_dtmf_event (not on_dtmf_digit) when the app handles it: once at
+        # the start of an RFC 4733 event, again for updates and at its end (flags bit 0 =
+        # PJMEDIA_STREAM_DTMF_IS_UPDATE); a SIP INFO digit comes once. Report each key once.
+        if prm.flags & _DTMF_IS_UPDATE:
+            return
         digit = str(prm.digit)
-        self.ua._guard(lambda: self.ua._emit(DtmfReceived(self.leg_id, digit, "rfc4733")))
+        method: Literal["rfc4733", "info"] = (
+            "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733")
+        self.ua._guard(lambda: self.ua._emit(DtmfReceived(self.leg_id, digit, method)))
 
     def onCallTransferStatus(self, prm: Any) -> None:
         code, reason, final = int(prm.statusCode), str(prm.reason), bool(prm.finalNotify)

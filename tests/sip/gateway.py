@@ -116,6 +116,7 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
 async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
                      play: Path | None = None, record: Path | None = None,
                      duration_s: float = 5.0, codec: str | None = None,
+                     dtmf: str = "", dtmf_after_s: float = 1.0,
                      timeout_s: float = 60.0) -> dict[str, Any]:
     """Run ``gateway call`` (the pjsua2 test caller) and return its JSON report."""
     argv = [*GATEWAY, "call", gw.uri(user), "--duration", str(duration_s)]
@@ -125,6 +126,8 @@ async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
         argv += ["--record", str(record)]
     if codec is not None:
         argv += ["--codec", codec]
+    if dtmf:
+        argv += ["--dtmf", dtmf, "--dtmf-after", str(dtmf_after_s)]
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
