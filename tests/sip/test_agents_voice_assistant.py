@@ -22,6 +22,7 @@ from gateway.sim.server import SimConnection, SimulatorServer
 from tests.sip.gateway import REPO, place_call, run_gateway
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711, write_wav
 from tests.support.capture import Capture
+from tests.support.procs import free_udp_port_block
 from tests.support.rtp import rtp_streams
 from tests.support.sipp import run_sipp_async
 
@@ -188,3 +189,36 @@ async def test_dtmf_digits_reach_the_agent_as_one_message(tmp_path: Path) -> Non
     text = item["item"]["content"][0]["text"]
     assert "4 2 #" in text
     assert sum(1 for e in session.received if e["type"] == "conversation.item.create") == 1
+
+
+SEND_DTMF = """
+scenarios:
+  assistant:
+    match: {instructions: "(?i)friendly voice assistant for"}
+    turns:
+      - - say: "Pressing one two three."
+        - call: {name: send_dtmf, arguments: {digits: "123"}}
+      - say: "Done."
+"""
+
+
+async def test_send_dtmf_puts_rfc4733_events_on_the_wire(tmp_path: Path) -> None:
+    audio = write_g711(tmp_path / "caller.ulaw", silence_pcm16(3500)
+                       + speech_pcm16("Please dial one two three.") + silence_pcm16(15000))
+    media_port = free_udp_port_block(4)
+    async with SimulatorServer(scenarios=parse_scenarios(SEND_DTMF)) as sim, \
+            run_gateway(tmp_path, sim, DIALPLAN) as gw:
+        with Capture(tmp_path / "rtp.pcap", f"udp and dst port {media_port}") as cap:
+            result = await run_sipp_async("uac_pcmu", gw.target, log_dir=tmp_path,
+                                          media_port=media_port, hold_ms=12000,
+                                          keys={"audio_file": str(audio)}, timeout_s=40)
+        assert result.ok, result.describe()
+        session = sim.sessions[0]
+    output = next(e["item"]["output"] for e in session.received
+                  if e["type"] == "conversation.item.create"
+                  and e["item"]["type"] == "function_call_output")
+    assert json.loads(output) == {"ok": True, "sent": "123"}
+    # telephone-event (PT 101 in the caller's offer): RFC 4733 §2.3 payload, event code first.
+    events = [p.rtp.payload[0] for s in rtp_streams(cap.packets()) for p in s.packets
+              if p.rtp.pt == 101]
+    assert [e for i, e in enumerate(events) if i == 0 or events[i - 1] != e] == [1, 2, 3]
