@@ -411,7 +411,7 @@ def import_object(path: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise ValueError(f"'{module_name}' has no attribute '{attr_path}'") from exc
+            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'") from exc
     return obj
 
 

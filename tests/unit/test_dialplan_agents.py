@@ -29,7 +29,6 @@ from gateway.dialplan.commands import check, route
 from gateway.dialplan.pyimport import (
     ImportProblem,
     default_describer,
-    describe_python_tool,
     import_callable,
 )
 from gateway.dialplan.router import CallInfo, route_call
@@ -598,33 +597,6 @@ def test_dialplan_modules_import_without_io_libraries_or_the_sdk() -> None:
 # -- the Python tool helpers ---------------------------------------------------------------------
 
 
-def test_fallback_describer_derives_the_schema_from_hints_and_docstring() -> None:
-    description, parameters = describe_python_tool(f"{HERE}:typed_tool")
-    assert description == "Forecast for a city."
-    assert parameters == {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string", "description": "The city."},
-            "days": {"type": "integer", "description": "How many days, counting today."},
-            "unit": {"type": "string", "enum": ["c", "f"],
-                     "description": "Celsius or Fahrenheit."},
-            "tags": {"type": "array", "items": {"type": "string"},
-                     "description": "Extra labels."},
-        },
-        "required": ["city"],
-        "additionalProperties": False,
-    }
-
-
-@pytest.mark.parametrize(("name", "reason"), [
-    ("untyped_tool", "parameter 'city' has no type hint"),
-    ("varargs_tool", "*args and **kwargs cannot be described"),
-])
-def test_fallback_describer_refuses_what_it_cannot_express(name: str, reason: str) -> None:
-    with pytest.raises(ValueError, match=reason.replace("*", r"\*")):
-        describe_python_tool(f"{HERE}:{name}")
-
-
 def test_import_callable_reports_each_problem() -> None:
     assert import_callable(f"{HERE}:typed_tool") is typed_tool
     for path, reason in [("nope", "is not a 'package.module:attribute' path"),
@@ -634,10 +606,6 @@ def test_import_callable_reports_each_problem() -> None:
             import_callable(path)
 
 
-def test_default_describer_is_the_tool_runtimes_when_it_exists() -> None:
-    describe = default_describer()
-    if importlib.util.find_spec("gateway.agents.schema") is None:
-        assert describe is describe_python_tool
-    else:
-        schema: Any = importlib.import_module("gateway.agents.schema")
-        assert describe is schema.describe_tool
+def test_default_describer_is_the_tool_runtimes() -> None:
+    schema: Any = importlib.import_module("gateway.agents.schema")
+    assert default_describer() is schema.describe_tool

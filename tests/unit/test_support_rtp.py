@@ -265,7 +265,7 @@ def test_render_scenario_names_a_missing_load_time_key(tmp_path: Path) -> None:
 
 def test_every_scenario_renders_with_its_keys(tmp_path: Path) -> None:
     keys = {"audio_file": "/x.ulaw", "expected_status": "404", "refer_user": "u",
-            "refer_host": "h"}
+            "refer_host": "h", "dtmf_digit": "0", "dtmf_delay_ms": "1000"}
     names = sorted(p.stem for p in scenario_path("uac_pcmu").parent.glob("*.xml"))
     assert {"uac_pcmu", "uac_pcma", "uac_cancel", "uac_caller_bye", "uac_no_codec",
             "uac_late_offer", "uac_expect_status", "uac_busy_retry_after",
