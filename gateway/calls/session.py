@@ -100,6 +100,9 @@ class CallRecord:
     handoffs: list[dict[str, object]] = field(default_factory=list)
     guardrail_events: list[dict[str, object]] = field(default_factory=list)
     dtmf_digits: int = 0
+    #: Media counters: caller frames received / dropped (loop behind), agent frames played,
+    #: dropped (playout full), silence mid-item (audio late), discarded by barge-in.
+    media: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able data."""
@@ -195,6 +198,13 @@ class CallSession:
         self.record.handoffs = activity.handoffs
         self.record.guardrail_events = activity.guardrail_events
         self.record.dtmf_digits = activity.dtmf_digits
+        media = self.offer.media
+        stats = media.playout.stats
+        self.record.media = {
+            "rx_frames": media.rx_frames, "rx_dropped": media.rx_dropped,
+            "tx_frames_played": stats.frames_played, "tx_frames_dropped": stats.frames_dropped,
+            "tx_underrun_frames": stats.silence_frames_underrun,
+            "tx_frames_flushed": stats.frames_flushed}
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
         self.log.info("call record: %s", json.dumps(self.record.as_dict(), sort_keys=True))
         return self.record

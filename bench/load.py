@@ -1,0 +1,451 @@
+"""Load benchmark: the real gateway under N concurrent SIPp calls, native and transcode media.
+
+Not a test: it measures and reports. For each media mode and call count N it starts one
+Realtime simulator process (``gateway sim``, its own process so its CPU is not charged to the
+gateway), ``ceil(N / 3)`` gateway processes (the pjsua2 wheel has 4 call slots and the gateway
+serves ``sip.max_calls`` = 3 of them), each with its own SIP port and RTP port range, and one
+SIPp per gateway placing its share of concurrent PCMU calls. Every caller streams a looped
+espeak-ng question (silence, about 2.5 s of speech, silence), so the agent greets, is barged
+in on, and answers each question. Once all calls are up and a settling time has passed, a
+steady window is measured:
+
+* CPU from ``/proc/PID/stat`` (utime + stime, all threads) of the gateways, the simulator
+  (with its espeak-ng children) and SIPp, and the host's busy time from ``/proc/stat``;
+* ``VmRSS`` of every gateway process;
+* the RTP the gateways send to the callers, captured with tcpdump on ``lo`` (needs root):
+  rate, inter-packet gaps, RFC 3550 jitter, late (> 40 ms) and lost packets, agent talk time;
+* INVITE -> 200 latency from SIPp's message log.
+
+The whole set is run ``--repeat`` times (2 by default), each pass starting with an idle
+gateway process (0 calls), so run-to-run spread is visible. The results are printed as Markdown
+tables, saved as JSON in the run directory, and written into ``docs/benchmarks.md`` between
+generated-block markers (the hand-written notes around them are kept). Every process runs
+under a ``timeout`` wrapper and is stopped on exit, including on Ctrl-C, SIGTERM and errors.
+
+Usage (from the repository root, as root)::
+
+    .venv/bin/python -m bench.load            # N in {3, 6, 12}, both modes, 2 passes (~7 min)
+    .venv/bin/python -m bench.load --quick    # smoke run: N=3, short windows, no doc update
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+from bench.metrics import (
+    CpuWindow,
+    answer_latencies_ms,
+    call_records,
+    child_pid,
+    cpu_snapshot,
+    frame_counters,
+    rss_kb,
+    summarize_rtp,
+)
+from bench.report import (
+    IdleResult,
+    LevelFailure,
+    LevelResult,
+    Plan,
+    machine_info,
+    render_block,
+    render_tables,
+    update_doc,
+)
+from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
+from tests.support.capture import Capture
+from tests.support.procs import (
+    ManagedProcess,
+    free_tcp_port,
+    free_udp_port_block,
+    wait_for_port,
+)
+from tests.support.sipp import SippProcess, start_sipp
+
+REPO = Path(__file__).resolve().parents[1]
+GATEWAY = [sys.executable, "-m", "gateway"]
+DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
+#: Calls one gateway process serves (``sip.max_calls``: the wheel's 4 slots minus the one
+#: kept to refuse the next call with 503).
+CALLS_PER_GATEWAY = 3
+#: RTP ports reserved per gateway process (RTP + RTCP for each of the 4 slots, with room).
+RTP_PORTS_PER_GATEWAY = 20
+#: Longest wait for a process to come up or for all calls to be established.
+START_TIMEOUT_S = 30.0
+#: Calls end this long after the window closes (covers ramp-up and capture start/stop).
+HOLD_MARGIN_S = 6.0
+#: Calls per second arriving at the gateways, all SIPps together, while ramping up: each SIPp
+#: places its calls at this rate and the next SIPp starts when the previous one is done.
+CALL_RATE = 20.0
+MODES = ("native", "transcode")
+GREETING = ("Hello and welcome to the gateway benchmark line. This greeting is deliberately "
+            "long, so that the agent is already talking when the measurement starts. Please "
+            "ask your question after the tone, and I will answer it as well as I can.")
+CALLER_LINE = "Hello, what are your opening hours today?"
+#: Caller audio around the question: silence before (the greeting plays) and after (the agent
+#: answers); the file is looped by SIPp.
+CALLER_LEAD_MS = 3000
+CALLER_TAIL_MS = 1500
+_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+class BenchError(RuntimeError):
+    """A level could not be measured (a process failed, calls did not come up...)."""
+
+
+# Processes -----------------------------------------------------------------------------------
+
+
+class PortPlan:
+    """Hands out UDP port blocks that are free now and do not overlap each other.
+
+    Gateways bind their RTP ports only when a call arrives, so a block given to one gateway
+    is still "free" for the kernel when the next process asks: remember what was handed out.
+    """
+
+    def __init__(self) -> None:
+        self._taken: list[tuple[int, int]] = []
+
+    def block(self, count: int) -> int:
+        """The first port of ``count`` consecutive free ports."""
+        for _ in range(200):
+            base = free_udp_port_block(count)
+            if all(base + count <= lo or hi <= base for lo, hi in self._taken):
+                self._taken.append((base, base + count))
+                return base
+        raise BenchError(f"no free block of {count} UDP ports")
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started program and its own pid (the ``timeout`` wrapper's child)."""
+
+    proc: ManagedProcess
+    pid: int
+
+
+@dataclass(frozen=True)
+class GatewayProc:
+    """A running gateway process."""
+
+    run: Running
+    port: int
+    rtp_start: int
+    calls: int
+
+    @property
+    def target(self) -> str:
+        """``127.0.0.1:PORT`` for SIPp."""
+        return f"127.0.0.1:{self.port}"
+
+
+def start_sim(stack: contextlib.ExitStack, run_dir: Path, speed: float,
+              lifetime_s: float) -> tuple[Running, str]:
+    """Start ``gateway sim`` on a free port; returns it and its WebSocket URL."""
+    port = free_tcp_port()
+    proc = ManagedProcess([*GATEWAY, "sim", "--port", str(port), "--speed", f"{speed:g}",
+                           "--run-seconds", f"{lifetime_s:.0f}"],
+                          log_path=run_dir / "sim.log", name="sim", cwd=REPO,
+                          max_lifetime_s=lifetime_s + 15)
+    stack.enter_context(proc)
+    proc.wait_ready(lambda log: "listening on" in log, timeout_s=START_TIMEOUT_S)
+    wait_for_port(port, proto="tcp", timeout_s=START_TIMEOUT_S, process=proc)
+    return Running(proc, child_pid(proc.pid)), f"ws://127.0.0.1:{port}/v1/realtime"
+
+
+def write_dialplan(path: Path, mode: str) -> Path:
+    """A catch-all agent in ``mode`` that greets at length."""
+    plan = {"agents": {"bench": {"instructions": "You are the benchmark agent. Answer briefly.",
+                                 "media": mode, "greeting": GREETING}},
+            "routes": [{"name": "all", "agent": "bench"}]}
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[int],
+                   sim_url: str, dialplan: Path, ports: PortPlan,
+                   lifetime_s: float) -> list[GatewayProc]:
+    """Start one gateway process per share of calls, all at once; return when all are ready."""
+    started: list[tuple[ManagedProcess, int, int, int]] = []
+    for i, share in enumerate(shares):
+        port = ports.block(2)
+        rtp = ports.block(RTP_PORTS_PER_GATEWAY)
+        config = {"realtime": {"url": sim_url},
+                  "sip": {"transports": [{"type": "udp", "host": "127.0.0.1", "port": port}],
+                          "max_calls": CALLS_PER_GATEWAY, "rtp_port_start": rtp,
+                          "rtp_port_range": RTP_PORTS_PER_GATEWAY},
+                  "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
+        config_path = run_dir / f"gateway{i}.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {"OPENAI_API_KEY": "sk-bench-local", "GATEWAY_REALTIME_URL": sim_url,
+               "GATEWAY_LOG_LEVEL": "INFO"}
+        proc = ManagedProcess([*GATEWAY, "run", "-c", str(config_path),
+                               "--run-seconds", f"{lifetime_s:.0f}"],
+                              log_path=run_dir / f"gateway{i}.log", name=f"gateway{i}",
+                              env=env, cwd=REPO, max_lifetime_s=lifetime_s + 20)
+        stack.enter_context(proc)
+        started.append((proc, port, rtp, share))
+    out: list[GatewayProc] = []
+    for proc, port, rtp, share in started:
+        proc.wait_ready(lambda log: "gateway ready" in log, timeout_s=START_TIMEOUT_S)
+        out.append(GatewayProc(Running(proc, child_pid(proc.pid)), port, rtp, share))
+    return out
+
+
+def caller_audio(path: Path) -> Path:
+    """The looped caller file: silence, one spoken question, a shorter silence (raw µ-law)."""
+    pcm = silence_pcm16(CALLER_LEAD_MS) + speech_pcm16(CALLER_LINE) + silence_pcm16(
+        CALLER_TAIL_MS)
+    return write_g711(path, pcm, "ulaw")
+
+
+def _connected(gw: GatewayProc) -> int:
+    return gw.run.proc.log_text().count("Realtime connected")
+
+
+def wait_calls_up(gateways: Sequence[GatewayProc], sipps: Sequence[SippProcess]) -> None:
+    """Wait until every gateway has a Realtime session for each of its calls.
+
+    Raises:
+        BenchError: A gateway or SIPp exited, a call was refused, or the wait timed out.
+    """
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        for gw in gateways:
+            if not gw.run.proc.running:
+                raise BenchError(f"{gw.run.proc.name} exited\n{gw.run.proc.log_tail()}")
+            if "refus" in gw.run.proc.log_text():
+                raise BenchError(f"{gw.run.proc.name} refused a call\n{gw.run.proc.log_tail()}")
+        for sipp in sipps:
+            if not sipp.running:
+                raise BenchError(f"SIPp exited early: {sipp.result(1.0).describe()}")
+        if all(_connected(gw) >= gw.calls for gw in gateways):
+            return
+        if time.monotonic() > deadline:
+            counts = ", ".join(f"{_connected(g)}/{g.calls}" for g in gateways)
+            raise BenchError(f"calls not up within {START_TIMEOUT_S} s ({counts})")
+        time.sleep(0.05)
+
+
+def _top_threads(window: CpuWindow, count: int = 5) -> tuple[tuple[str, float], ...]:
+    ranked = sorted(window.threads.items(), key=lambda kv: -kv[1])[:count]
+    return tuple((name, round(pct, 2)) for name, pct in ranked)
+
+
+def _log_problems(gateways: Sequence[GatewayProc]) -> int:
+    return sum(len(_PROBLEM.findall(g.run.proc.log_text())) for g in gateways)
+
+
+# Levels --------------------------------------------------------------------------------------
+
+
+def run_idle(plan: Plan, ports: PortPlan, run: int) -> IdleResult:
+    """One gateway process with the simulator up and no call: its fixed cost."""
+    run_dir = plan.out_dir / f"run{run}" / "idle"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lifetime = plan.settle_s + plan.idle_window_s + 60
+    with contextlib.ExitStack() as stack:
+        sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
+        dialplan = write_dialplan(run_dir / "dialplan.yaml", "native")
+        (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime)
+        time.sleep(plan.settle_s)
+        groups = {"gateway": [gw.run.pid], "sim": [sim.pid]}
+        a = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
+        time.sleep(plan.idle_window_s)
+        b = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
+        window = CpuWindow.between(a, b)
+        rss = rss_kb(gw.run.pid) / 1024
+    return IdleResult(run, round(window.seconds, 2), window.groups["gateway"], rss,
+                      window.groups["sim"], window.host_busy, _top_threads(window))
+
+
+def shares_for(calls: int) -> list[int]:
+    """Calls per gateway process: as many full processes as possible, then the rest."""
+    full, rest = divmod(calls, CALLS_PER_GATEWAY)
+    return [CALLS_PER_GATEWAY] * full + ([rest] if rest else [])
+
+
+def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
+              idle: IdleResult) -> LevelResult:
+    """Measure ``calls`` concurrent calls in media ``mode`` (in the pass of ``idle``)."""
+    run_dir = plan.out_dir / f"run{idle.run}" / f"{mode}-n{calls}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shares = shares_for(calls)
+    ramp_s = calls / CALL_RATE
+    hold_s = plan.settle_s + plan.window_s + HOLD_MARGIN_S + ramp_s
+    lifetime = hold_s + 2 * START_TIMEOUT_S + 30
+    with contextlib.ExitStack() as stack:
+        sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
+        dialplan = write_dialplan(run_dir / "dialplan.yaml", mode)
+        gateways = start_gateways(stack, run_dir, shares, url, dialplan, ports, lifetime)
+        sipps: list[SippProcess] = []
+        for gw in gateways:
+            sipp = start_sipp("uac_pcmu", gw.target, log_dir=run_dir, service="100",
+                              local_port=ports.block(2), media_port=ports.block(4),
+                              calls=gw.calls, concurrent=gw.calls, rate=CALL_RATE,
+                              hold_ms=int(hold_s * 1000), keys={"audio_file": str(audio)},
+                              timeout_s=hold_s + START_TIMEOUT_S + 10)
+            sipps.append(stack.enter_context(sipp))
+            time.sleep(gw.calls / CALL_RATE)  # keep the total arrival rate at CALL_RATE
+        wait_calls_up(gateways, sipps)
+        time.sleep(plan.settle_s)
+        gw_pids = [g.run.pid for g in gateways]
+        groups = {"gateway": gw_pids, "sim": [sim.pid],
+                  "sipp": [child_pid(s.process.pid) for s in sipps]}
+        rtp_filter = "udp and (" + " or ".join(
+            f"src portrange {g.rtp_start}-{g.rtp_start + RTP_PORTS_PER_GATEWAY - 1}"
+            for g in gateways) + ")"
+        with Capture(run_dir / "rtp.pcap", rtp_filter,
+                     max_lifetime_s=plan.window_s + 60) as cap:
+            a = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
+            time.sleep(plan.window_s)
+            b = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
+            rss = tuple(rss_kb(p) / 1024 for p in gw_pids)
+            sim_rss = rss_kb(sim.pid) / 1024
+        if not all(s.running for s in sipps):
+            raise BenchError("a SIPp finished before the window closed: calls ended early")
+        results = [s.result() for s in sipps]
+        for gw in gateways:
+            gw.run.proc.stop()
+        problems = _log_problems(gateways)
+        records = [rec for g in gateways for rec in call_records(g.run.proc.log_text())]
+    window = CpuWindow.between(a, b)
+    gw_cpu = window.groups["gateway"]
+    rtp = summarize_rtp(cap.packets(), a.wall, b.wall, calls)
+    answers = tuple(ms for r in results for ms in answer_latencies_ms(r.messages))
+    return LevelResult(
+        run=idle.run, mode=mode, calls=calls, procs=len(gateways),
+        window_s=round(window.seconds, 2),
+        gw_cpu_pct=gw_cpu, gw_cpu_per_call=gw_cpu / calls,
+        gw_net_per_call=(gw_cpu - len(gateways) * idle.cpu_pct) / calls,
+        gw_rss_mb=rss, sim_cpu_pct=window.groups["sim"], sim_rss_mb=sim_rss,
+        sipp_cpu_pct=window.groups["sipp"], host_busy_pct=window.host_busy, rtp=rtp,
+        answer_ms=answers, calls_ok=sum(r.successful for r in results),
+        calls_failed=sum(r.failed for r in results), log_problems=problems,
+        call_records=len(records),
+        agent_responses=sum(int(rec.get("responses", 0)) for rec in records),
+        frame_counters=tuple(sorted(frame_counters(records).items())),
+        threads=_top_threads(window), capture_dropped=cap.dropped_by_kernel)
+
+
+# Command line --------------------------------------------------------------------------------
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds every ExitStack, which stops every process
+
+
+def check_prerequisites() -> None:
+    """Fail early, with a clear message, when a tool or privilege is missing.
+
+    Raises:
+        SystemExit: Something is missing.
+    """
+    missing = [t for t in ("sipp", "tcpdump", "espeak-ng", "timeout") if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"missing tools: {', '.join(missing)} (see scripts/dev.sh)")
+    if os.geteuid() != 0:
+        raise SystemExit("tcpdump on lo needs root: run this benchmark as root")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
+    p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
+    p.add_argument("--calls", type=int, nargs="+", default=[3, 6, 12], metavar="N",
+                   help="concurrent call counts to measure (default: 3 6 12)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                   help="media modes (default: both)")
+    p.add_argument("--window", type=float, default=20.0, help="steady window, s (default 20)")
+    p.add_argument("--idle-window", type=float, default=20.0,
+                   help="idle-process window, s (default 20)")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="wait after all calls are up before measuring, s (default 3)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="passes over all levels, each with its own idle measurement "
+                   "(default 2)")
+    p.add_argument("--sim-speed", type=float, default=4.0,
+                   help="simulator audio speed (default 4, as `gateway sim`)")
+    p.add_argument("--out", type=Path, help="artefact directory (default: a new /tmp dir)")
+    p.add_argument("--doc", type=Path, help=f"Markdown file to update (default: "
+                   f"{DEFAULT_DOC.relative_to(REPO)}; --quick runs update nothing unless given)")
+    p.add_argument("--no-doc", action="store_true", help="do not update any document")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: N=3, one pass, 6 s window, 4 s idle window, 2 s settle")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (0 ok, 1 a level failed, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
+    if args.quick:
+        args.calls, args.window, args.idle_window, args.settle = [3], 6.0, 4.0, 2.0
+        args.repeat = 1
+    if any(n < 1 for n in args.calls) or min(args.window, args.idle_window, args.repeat) <= 0:
+        raise SystemExit("call counts, windows and --repeat must be positive")
+    check_prerequisites()
+    doc = None if args.no_doc else (args.doc or (None if args.quick else DEFAULT_DOC))
+    out_dir = args.out or Path(tempfile.mkdtemp(prefix="bench-load-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = Plan(tuple(args.calls), tuple(args.modes), args.window, args.idle_window,
+                args.settle, args.sim_speed, args.repeat, out_dir)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    machine = machine_info()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    ports = PortPlan()
+    idles: list[IdleResult] = []
+    levels: list[LevelResult | LevelFailure] = []
+    print(f"artefacts in {out_dir}", file=sys.stderr)
+    try:
+        audio = caller_audio(out_dir / "caller.ulaw")
+        for run in range(1, plan.repeat + 1):
+            print(f"run {run}: measuring an idle gateway process...", file=sys.stderr)
+            idle = run_idle(plan, ports, run)
+            idles.append(idle)
+            for calls in plan.calls:
+                for mode in plan.modes:
+                    print(f"run {run}: measuring {mode}, {calls} calls...", file=sys.stderr)
+                    try:
+                        levels.append(run_level(plan, mode, calls, audio, ports, idle))
+                    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                        # BenchError, ProcessError (both RuntimeError), a tool that failed:
+                        # this level's processes are already stopped; go on with the next.
+                        print(f"  failed: {exc}", file=sys.stderr)
+                        levels.append(LevelFailure(run, mode, calls,
+                                                   str(exc).splitlines()[0]))
+    except KeyboardInterrupt:
+        print("interrupted: every process this run started has been stopped", file=sys.stderr)
+        return 130
+    command = f"python -m bench.load {argv_text}".strip()
+    tables = render_tables(idles, levels)
+    print(tables)
+    record = {"started": started, "command": command, "machine": machine,
+              "plan": {**asdict(plan), "out_dir": str(plan.out_dir)},
+              "idle": [asdict(i) for i in idles], "levels": [asdict(lv) for lv in levels]}
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2, default=str))
+    if doc is not None:
+        update_doc(doc, render_block(started=started, command=command, machine=machine,
+                                     plan=plan, idles=idles, levels=levels, tables=tables))
+        print(f"updated {doc}", file=sys.stderr)
+    return 1 if any(isinstance(lv, LevelFailure) for lv in levels) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
