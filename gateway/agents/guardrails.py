@@ -503,7 +503,7 @@ class GuardrailEvent:
     """A guardrail trip as kept in the call record.
 
     Attributes:
-        at: When it tripped (the session's clock, seconds).
+        at: When it tripped (wall clock, Unix seconds).
         item_id: Assistant item it tripped on.
         guardrail: Guardrail name.
         action: What was done.

@@ -187,7 +187,7 @@ class HandoffRecord:
     """One handoff, as kept in the call record.
 
     Attributes:
-        at: When it happened (the session's clock, seconds).
+        at: When it happened (wall clock, Unix seconds).
         from_agent: Agent that handed over.
         to_agent: Agent that took the call.
         reason: The model's ``reason`` (may be empty).

@@ -253,7 +253,10 @@ class CallAgent:
                 return ToolOutcome.failure("tool workers are not running"), True
             outcome = await self.services.runner.call_tool(spec, arguments, call_id=call_id)
         if not outcome.ok:
-            log.warning("%s: tool %s failed: %s", self.name, spec.name, outcome.error)
+            # The error can quote the exception, the arguments or an HTTP body: call content.
+            log.warning("%s: tool %s failed%s", self.name, spec.name,
+                        f": {outcome.error}" if self.log_content else
+                        " (details hidden; logging.call_content shows them)")
         return outcome, True
 
     async def _builtin(self, spec: BuiltinTool, arguments: str) -> tuple[ToolOutcome, bool]:
@@ -323,7 +326,11 @@ class CallAgent:
                                         to_agent=target.name, reason=reason, context=context,
                                         tool_call_id=call_id)
         self.history.append(record)
-        self.activity.handoffs.append(record.as_dict())
+        entry = record.as_dict()
+        if not self.log_content:
+            # The model writes reason and context from what the caller said.
+            entry = {k: v for k, v in entry.items() if k not in ("reason", "context")}
+        self.activity.handoffs.append(entry)
         log.info("%s: handoff %s -> %s", self.name, previous.name, target.name)
         return ToolOutcome.success(json.dumps({"ok": True, "now_speaking": target.name}))
 
@@ -349,7 +356,8 @@ class CallAgent:
             assert spec.python is not None
             outcome = await runner.run_python_guardrail(spec.python, check.text, name=spec.name)
         if not outcome.ok:
-            log.warning("%s: guardrail %s did not run: %s", self.name, spec.name, outcome.error)
+            log.warning("%s: guardrail %s did not run%s", self.name, spec.name,
+                        f": {outcome.error}" if self.log_content else "")
         elif outcome.tripped:
             await self._trip(guardrails.Trip.from_spec(spec, outcome.reason or spec.name), check)
 

@@ -48,6 +48,7 @@ MEDIA_TIMEOUT_S = 10.0
 #: How long to wait for the SIP side to confirm the end after we sent BYE.
 HANGUP_WAIT_S = 5.0
 _SIP_QUEUE_SIZE = 64
+_BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 _event_ids = itertools.count(1)
 
 
@@ -378,9 +379,9 @@ class CallSession:
     async def _barge_in(self, client: RealtimeClient) -> None:
         """Stop the agent within one frame and truncate at what the caller heard."""
         played = self.flush_playout()
-        self.record.barge_ins += 1
         if played is None:
-            return
+            return  # the caller spoke while the agent was quiet: nothing to interrupt
+        self.record.barge_ins += 1
         if not self._interrupt_response:
             await client.send(rt.ResponseCancel())
         # flush() reports the item still being played: its tail was cut, so the server's
@@ -394,6 +395,10 @@ class CallSession:
 
     def _on_error(self, event: rt.ErrorEvent) -> str | None:
         err = event.error
+        if err.code in _BENIGN_ERRORS:
+            # A cancel that crossed the response's own response.done on the wire.
+            self.log.debug("Realtime error %s (benign race)", err.code)
+            return None
         self.log.warning("Realtime error %s (%s) for %s", err.code, err.type, err.event_id)
         if err.event_id is not None and err.event_id == self._session_update_id:
             # The agent's configuration was refused: nothing useful can happen on this call.
