@@ -224,3 +224,71 @@ async def test_send_dtmf_puts_rfc4733_events_on_the_wire(tmp_path: Path) -> None
     events = [p.rtp.payload[0] for s in rtp_streams(cap.packets()) for p in s.packets
               if p.rtp.pt == 101]
     assert [e for i, e in enumerate(events) if i == 0 or events[i - 1] != e] == [1, 2, 3]
+
+
+GUARDED = """
+agents:
+  guarded:
+    instructions: You are a test agent with a strict guardrail.
+    tools: [{builtin: end_call}]
+    guardrails:
+      - name: forbidden
+        deny_keywords: [pineapple]
+        action: ACTION
+        TARGET
+routes:
+  - name: all
+    agent: guarded
+"""
+
+SAYS_FORBIDDEN = """
+scenarios:
+  guarded:
+    match: {instructions: "(?i)strict guardrail"}
+    turns:
+      - say: "Let me tell you all about the pineapple harvest this year, it was long."
+      - say: "Sorry, let us talk about something else entirely."
+"""
+
+
+@pytest.mark.parametrize("action", ["say", "hangup"])
+async def test_guardrail_actions_say_a_line_or_hang_up(tmp_path: Path, action: str) -> None:
+    extra = 'message: "We do not discuss fruit here."' if action == "say" else ""
+    dialplan = GUARDED.replace("ACTION", action).replace("TARGET", extra)
+    play = tmp_path / "caller.wav"
+    write_wav(play, silence_pcm16(500) + speech_pcm16("Tell me about fruit.")
+              + silence_pcm16(12000))
+    async with SimulatorServer(scenarios=parse_scenarios(SAYS_FORBIDDEN)) as sim, \
+            run_gateway(tmp_path, sim, dialplan) as gw:
+        report = await place_call(gw, tmp_path, play=play, duration_s=12)
+        await gw.wait_log("call record: ")
+        record = call_record(gw.log())
+        session = sim.sessions[0]
+    assert [(g["guardrail"], g["action"]) for g in record["guardrail_events"]] == [
+        ("forbidden", action)]
+    assert any(e["type"] == "conversation.item.truncate" for e in session.received)
+    if action == "say":
+        instructions = [(e.get("response") or {}).get("instructions") for e in session.received
+                        if e["type"] == "response.create"]
+        assert 'Say exactly "We do not discuss fruit here."' in instructions
+        assert any("We do not discuss fruit here." in t for t in said_items(session).values())
+        assert report["ended_by"] == "local"
+    else:
+        assert report["ended_by"] == "remote"
+        assert record["end_reason"] == "guardrail forbidden ended the call"
+
+
+async def test_guardrail_transfer_action_refers_the_caller(tmp_path: Path) -> None:
+    dialplan = GUARDED.replace("ACTION", "transfer").replace(
+        "TARGET", 'target: "sip:supervisor@127.0.0.1"')
+    audio = write_g711(tmp_path / "caller.ulaw", silence_pcm16(500)
+                       + speech_pcm16("Tell me about fruit.") + silence_pcm16(15000))
+    async with SimulatorServer(scenarios=parse_scenarios(SAYS_FORBIDDEN)) as sim, \
+            run_gateway(tmp_path, sim, dialplan) as gw:
+        result = await run_sipp_async("uac_transferee", gw.target, log_dir=tmp_path,
+                                      keys={"audio_file": str(audio)}, timeout_s=40)
+        assert result.ok, result.describe()
+        assert "REFER Refer-To sip:supervisor@127.0.0.1" in result.action_log
+        await gw.wait_log("call record: ")
+        record = call_record(gw.log())
+    assert record["end_reason"] == "guardrail transferred the call to sip:supervisor@127.0.0.1"

@@ -130,3 +130,17 @@ async def test_sighup_reloads_the_dialplan_and_refuses_a_broken_one(tmp_path: Pa
         await gw.wait_log("dialplan reload refused, keeping the old one")
         assert f"{gw.dialplan_path}:3" in gw.log()  # the error names file and line
         await _expect(gw, tmp_path, 480)
+
+
+async def test_registration_is_refreshed_before_it_expires(tmp_path: Path) -> None:
+    with Kamailio(tmp_path / "kam", auth=True) as kamailio:
+        account = {"name": "pbx", "registrar": kamailio.uri, "user": "gw",
+                   "password_env": "GW_PBX_PASSWORD", "expires_s": 30}
+        async with SimulatorServer() as sim, run_gateway(
+                tmp_path, sim, sip={"accounts": [account]},
+                env={"GW_PBX_PASSWORD": TEST_PASSWORD}) as gw:
+            await gw.wait_log("registration pbx: 200")
+            # pjsua refreshes 5 s before expiry: a second 200 well within the 30 s lifetime.
+            await asyncio.to_thread(
+                gw.proc.wait_for_log, lambda log: log.count("registration pbx: 200") >= 2, 32.0)
+            assert kamailio.registered_contacts("gw")
