@@ -110,21 +110,14 @@ def synthesize(
         ValueError: Bad engine, rate, speed or text length.
         RuntimeError: ``engine="espeak"`` and espeak-ng is missing, failed or timed out.
     """
-    key, resolved = _prepare(text, voice, sample_rate, engine, speed)
-    cached = _cache_get(key)
-    if cached is not None:
-        return cached
-    if resolved == "tone" or not text.strip():
-        return _cache_put(key, _tone(text, voice, sample_rate, speed))
+    key, ready = _lookup(text, voice, sample_rate, engine, speed)
+    if ready is not None:
+        return ready
     try:
         wav = _run_espeak(_espeak_argv(text, voice, speed))
-        pcm = _wav_to_pcm16(wav, sample_rate)
     except RuntimeError as exc:
-        if engine != "auto":
-            raise
-        _log.warning("espeak-ng failed, using tone speech instead: %s", exc)
-        return _tone(text, voice, sample_rate, speed)
-    return _cache_put(key, pcm)
+        return _fallback(exc, text, voice, sample_rate, engine, speed)
+    return _cache_put(key, _wav_to_pcm16(wav, sample_rate))
 
 
 async def synthesize_async(
@@ -154,21 +147,35 @@ async def synthesize_async(
         ValueError: Bad engine, rate, speed or text length.
         RuntimeError: ``engine="espeak"`` and espeak-ng is missing, failed or timed out.
     """
+    key, ready = _lookup(text, voice, sample_rate, engine, speed)
+    if ready is not None:
+        return ready
+    try:
+        wav = await _run_espeak_async(_espeak_argv(text, voice, speed))
+    except RuntimeError as exc:
+        return _fallback(exc, text, voice, sample_rate, engine, speed)
+    return _cache_put(key, _wav_to_pcm16(wav, sample_rate))
+
+
+def _lookup(text: str, voice: str, sample_rate: int, engine: str,
+            speed: float) -> tuple[tuple[str, str, int, str, float], bytes | None]:
+    """The cache key, and the audio when it needs no espeak-ng run (cached or tones)."""
     key, resolved = _prepare(text, voice, sample_rate, engine, speed)
     cached = _cache_get(key)
     if cached is not None:
-        return cached
+        return key, cached
     if resolved == "tone" or not text.strip():
-        return _cache_put(key, _tone(text, voice, sample_rate, speed))
-    try:
-        wav = await _run_espeak_async(_espeak_argv(text, voice, speed))
-        pcm = _wav_to_pcm16(wav, sample_rate)
-    except RuntimeError as exc:
-        if engine != "auto":
-            raise
-        _log.warning("espeak-ng failed, using tone speech instead: %s", exc)
-        return _tone(text, voice, sample_rate, speed)
-    return _cache_put(key, pcm)
+        return key, _cache_put(key, _tone(text, voice, sample_rate, speed))
+    return key, None
+
+
+def _fallback(exc: RuntimeError, text: str, voice: str, sample_rate: int, engine: str,
+              speed: float) -> bytes:
+    """Tone speech when espeak-ng failed under ``auto``; re-raise for ``espeak``."""
+    if engine != "auto":
+        raise exc
+    _log.warning("espeak-ng failed, using tone speech instead: %s", exc)
+    return _tone(text, voice, sample_rate, speed)
 
 
 def clear_cache() -> None:

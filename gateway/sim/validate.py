@@ -451,15 +451,7 @@ def _function_tool(raw: Any, path: str) -> dict[str, Any]:
     tool = _object(raw, path)
     if "type" not in tool:
         raise _missing(f"{path}.type")
-    kind = _string(tool["type"], f"{path}.type")
-    if kind == "mcp":
-        raise SessionError(
-            "invalid_value",
-            f"Invalid value for '{path}.type': the simulator supports only function tools, "
-            "not 'mcp'.",
-            param=f"{path}.type",
-        )
-    _enum(kind, f"{path}.type", ("function", "mcp"))
+    _function_kind(tool["type"], f"{path}.type")
     _check_keys(tool, ("type", "name", "description", "parameters"), path)
     for required in ("name", "parameters"):
         if required not in tool:
@@ -479,21 +471,26 @@ def _function_tool(raw: Any, path: str) -> dict[str, Any]:
     return result
 
 
+def _function_kind(value: Any, path: str) -> None:
+    """``type`` of a tool or tool choice: ``function``; MCP is refused with its own message."""
+    kind = _string(value, path)
+    if kind == "mcp":
+        raise SessionError(
+            "invalid_value",
+            f"Invalid value for '{path}': the simulator supports only function tools, "
+            "not 'mcp'.",
+            param=path,
+        )
+    _enum(kind, path, ("function", "mcp"))
+
+
 def _tool_choice(value: Any, path: str) -> str | dict[str, Any]:
     if isinstance(value, str):
         return _enum(value, path, ("none", "auto", "required"))
     choice = _object(value, path)
     if "type" not in choice:
         raise _missing(f"{path}.type")
-    kind = _string(choice["type"], f"{path}.type")
-    if kind == "mcp":
-        raise SessionError(
-            "invalid_value",
-            f"Invalid value for '{path}.type': the simulator supports only function tools, "
-            "not 'mcp'.",
-            param=f"{path}.type",
-        )
-    _enum(kind, f"{path}.type", ("function", "mcp"))
+    _function_kind(choice["type"], f"{path}.type")
     _check_keys(choice, ("type", "name"), path)
     if "name" not in choice:
         raise _missing(f"{path}.name")

@@ -17,9 +17,7 @@ the BYE, or that a line with a card number was cut short.
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,11 +27,20 @@ from examples.concierge import tools
 from gateway.dialplan.loader import load_dialplan
 from gateway.dialplan.router import CallInfo, RouteDecision, route_call
 from gateway.sim.scenario import parse_scenarios
-from gateway.sim.server import SimConnection, SimulatorServer
+from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import REPO, Gateway, place_call, run_gateway
+from tests.sip.observe import (
+    call_record,
+    function_calls,
+    gateway_stream,
+    item_audio,
+    played_prefix,
+    spoken,
+    stream_payload,
+)
 from tests.support.audio import silence_pcm16, speech_pcm16, write_wav
 from tests.support.capture import Capture
-from tests.support.rtp import Packet, RtpStream, rtp_streams
+from tests.support.rtp import Packet
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(75)]
 
@@ -127,87 +134,6 @@ def decision_for(user: str) -> RouteDecision:
 
 
 # --- what the simulator and the gateway saw -------------------------------------------------
-
-
-def call_record(log: str) -> dict[str, Any]:
-    """The one ``call record: {json}`` line the gateway logged at the end of the call."""
-    records = re.findall(r"call record: (\{.*\})", log)
-    assert len(records) == 1, f"expected one call record, found {len(records)}"
-    record: dict[str, Any] = json.loads(records[0])
-    return record
-
-
-def function_calls(session: SimConnection) -> list[dict[str, Any]]:
-    """The function calls the simulated model made, in order, with the gateway's outputs.
-
-    Each entry: ``name``, ``call_id``, ``arguments`` (parsed), ``output`` (the
-    ``function_call_output`` text the gateway sent back, or ``None``) and the indexes of the
-    call in ``session.sent`` and of the output in ``session.received``.
-    """
-    outputs: dict[str, tuple[int, str]] = {}
-    for index, event in enumerate(session.received):
-        item = event.get("item") or {}
-        if event.get("type") == "conversation.item.create" \
-                and item.get("type") == "function_call_output":
-            outputs.setdefault(str(item["call_id"]), (index, str(item["output"])))
-    calls = []
-    for index, event in enumerate(session.sent):
-        if event["type"] == "response.function_call_arguments.done":
-            out_index, output = outputs.get(event["call_id"], (-1, None))
-            calls.append({"name": event["name"], "call_id": event["call_id"],
-                          "arguments": json.loads(event["arguments"]), "output": output,
-                          "sent_index": index, "output_index": out_index})
-    return calls
-
-
-def spoken(session: SimConnection) -> list[tuple[str, str]]:
-    """``(item_id, transcript)`` of every line the simulated agent spoke, in order."""
-    return [(e["item_id"], e["transcript"]) for e in session.sent
-            if e["type"] == "response.output_audio_transcript.done"]
-
-
-def _normalise(ulaw: bytes) -> bytes:
-    # 0x7F is μ-law negative zero; PCM16 0 re-encodes as 0xFF. Compare them as equal.
-    return ulaw.replace(b"\x7f", b"\xff")
-
-
-def item_audio(session: SimConnection, item_id: str) -> bytes:
-    """The μ-law audio the simulator sent for one assistant item (normalised)."""
-    return _normalise(b"".join(base64.b64decode(e["delta"]) for e in session.sent
-                               if e["type"] == "response.output_audio.delta"
-                               and e["item_id"] == item_id))
-
-
-def gateway_stream(packets: list[Packet], gw: Gateway) -> RtpStream:
-    """The one RTP stream the gateway sent to the caller."""
-    streams = [s for s in rtp_streams(packets)
-               if gw.rtp_port_start <= s.sport < gw.rtp_port_start + 40]
-    assert len(streams) == 1, f"expected one RTP stream from the gateway, got {len(streams)}"
-    return streams[0]
-
-
-def stream_payload(stream: RtpStream) -> bytes:
-    """The stream's μ-law payload in arrival order (normalised)."""
-    return _normalise(b"".join(p.rtp.payload for p in stream.packets))
-
-
-def played_prefix(item: bytes, payload: bytes) -> tuple[int, int]:
-    """Where ``item`` starts in ``payload`` and how many of its bytes follow it there.
-
-    The item is located by the first 160 bytes after its first non-silent byte, so a
-    truncated item is found as well as a complete one.
-    """
-    first = next(i for i, b in enumerate(item) if b != 0xFF)
-    first -= first % 160
-    at = payload.find(item[first:first + 160])
-    assert at >= 0, "the item's audio never reached the caller"
-    start = at - first
-    assert start >= 0 and payload[start:at] == item[:first]
-    played = first
-    while (played < len(item) and start + played < len(payload)
-           and payload[start + played] == item[played]):
-        played += 1
-    return start, played
 
 
 def gateway_bye(packets: list[Packet], gw: Gateway) -> Packet:

@@ -13,7 +13,6 @@ in the gateway's RTP, the caller ending the call), and the gateway's call record
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
@@ -23,12 +22,21 @@ import pytest
 from aiohttp import web
 
 from gateway.sim.scenario import parse_scenarios
-from gateway.sim.server import SimConnection, SimulatorServer
-from tests.sip.gateway import Gateway, place_call, run_gateway
+from gateway.sim.server import SimulatorServer
+from tests.sip.gateway import place_call, run_gateway
+from tests.sip.observe import (
+    call_record,
+    function_calls,
+    gateway_stream,
+    item_audio,
+    output_of,
+    played_in_full,
+    spoken,
+)
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711, write_wav
 from tests.support.capture import Capture
 from tests.support.procs import free_udp_port_block
-from tests.support.rtp import Packet, RtpStream, rtp_streams
+from tests.support.rtp import rtp_streams
 from tests.support.sipp import run_sipp_async
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(60)]
@@ -74,75 +82,6 @@ def caller_wav(tmp_path: Path) -> Path:
 
 
 # --- what the simulator and the gateway saw -------------------------------------------------
-
-
-def call_record(log: str) -> dict[str, Any]:
-    """The one ``call record: {json}`` line the gateway logged at the end of the call."""
-    records = re.findall(r"call record: (\{.*\})", log)
-    assert len(records) == 1, f"expected one call record, found {len(records)}"
-    record: dict[str, Any] = json.loads(records[0])
-    return record
-
-
-def function_calls(session: SimConnection) -> list[dict[str, Any]]:
-    """The model's function calls in order: ``name``, ``arguments``, the gateway's ``output``
-    (``None`` if none came back) and the index of the call in ``session.sent``."""
-    outputs: dict[str, str] = {}
-    for event in session.received:
-        item = event.get("item") or {}
-        if event.get("type") == "conversation.item.create" \
-                and item.get("type") == "function_call_output":
-            outputs.setdefault(str(item["call_id"]), str(item["output"]))
-    return [{"name": e["name"], "arguments": json.loads(e["arguments"]),
-             "output": outputs.get(e["call_id"]), "sent_index": i}
-            for i, e in enumerate(session.sent)
-            if e["type"] == "response.function_call_arguments.done"]
-
-
-def spoken(session: SimConnection) -> list[tuple[str, str]]:
-    """``(item_id, transcript)`` of every line the simulated agent spoke, in order."""
-    return [(e["item_id"], e["transcript"]) for e in session.sent
-            if e["type"] == "response.output_audio_transcript.done"]
-
-
-def _normalise(ulaw: bytes) -> bytes:
-    # 0x7F is μ-law negative zero; PCM16 0 re-encodes as 0xFF. Compare them as equal.
-    return ulaw.replace(b"\x7f", b"\xff")
-
-
-def item_audio(session: SimConnection, item_id: str) -> bytes:
-    """The μ-law audio the simulator sent for one assistant item (normalised)."""
-    return _normalise(b"".join(base64.b64decode(e["delta"]) for e in session.sent
-                               if e["type"] == "response.output_audio.delta"
-                               and e["item_id"] == item_id))
-
-
-def gateway_stream(packets: list[Packet], gw: Gateway) -> RtpStream:
-    """The one RTP stream the gateway sent to the caller."""
-    streams = [s for s in rtp_streams(packets)
-               if gw.rtp_port_start <= s.sport < gw.rtp_port_start + 40]
-    assert len(streams) == 1, f"expected one RTP stream from the gateway, got {len(streams)}"
-    return streams[0]
-
-
-def played_in_full(item: bytes, stream: RtpStream) -> tuple[float, float]:
-    """Check that all of ``item`` went out, in order, in ``stream``.
-
-    Returns:
-        The arrival times of the first and the last packet that carried it.
-    """
-    payload = _normalise(b"".join(p.rtp.payload for p in stream.packets))
-    at = payload.find(item)
-    assert at >= 0, f"the {len(item)}-byte line was not played in full"
-    return stream.packets[at // 160].at, stream.packets[(at + len(item) - 1) // 160].at
-
-
-def output_of(calls: list[dict[str, Any]], name: str) -> Any:
-    """The output (parsed JSON) the model got for the only call of ``name``."""
-    matching = [c for c in calls if c["name"] == name]
-    assert len(matching) == 1, f"{len(matching)} calls of {name}"
-    assert matching[0]["output"] is not None, f"no function_call_output for {name}"
-    return json.loads(matching[0]["output"])
 
 
 # --- the tests -------------------------------------------------------------------------------

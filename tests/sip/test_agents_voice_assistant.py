@@ -8,18 +8,22 @@ speaks. The dialplan, the example tools and the guardrails are the shipped ones.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from examples.voice_assistant.tools import book_appointment, get_weather
-from gateway.media import g711
 from gateway.sim.scenario import parse_scenarios
-from gateway.sim.server import SimConnection, SimulatorServer
+from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import REPO, place_call, run_gateway
+from tests.sip.observe import (
+    call_record,
+    item_audio,
+    played_prefix,
+    spoken,
+    stream_payload,
+)
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711, write_wav
 from tests.support.capture import Capture
 from tests.support.procs import free_udp_port_block
@@ -56,39 +60,6 @@ scenarios:
 """
 
 
-def call_record(log: str) -> dict[str, Any]:
-    line = next(line for line in log.splitlines() if "call record: " in line)
-    record: dict[str, Any] = json.loads(line.split("call record: ", 1)[1].rsplit(" [", 1)[0])
-    return record
-
-
-def item_audio(session: SimConnection, item_id: str) -> bytes:
-    return b"".join(base64.b64decode(e["delta"]) for e in session.sent
-                    if e["type"] == "response.output_audio.delta" and e["item_id"] == item_id)
-
-
-def said_items(session: SimConnection) -> dict[str, str]:
-    """Assistant item id -> the transcript the simulator streamed for it."""
-    return {e["item_id"]: e["transcript"] for e in session.sent
-            if e["type"] == "response.output_audio_transcript.done"}
-
-
-def played_prefix(item: bytes, payload: bytes) -> int:
-    """How many bytes of ``item`` the caller got, in order, in the RTP ``payload``."""
-    norm_item, norm_payload = item.replace(b"\x7f", b"\xff"), payload.replace(b"\x7f", b"\xff")
-    loud = next(i for i in range(0, len(norm_item) - 160, 160)
-                if max(abs(int(s)) for s in memoryview(
-                    g711.ulaw_decode(norm_item[i:i + 160])).cast("h")) > 2000)
-    at = norm_payload.find(norm_item[loud:loud + 160])
-    if at < 0:
-        return 0
-    start, n = at - loud, 0
-    while n < len(norm_item) and start + n < len(norm_payload) \
-            and norm_payload[start + n] == norm_item[n]:
-        n += 1
-    return n
-
-
 async def test_voice_assistant_tools_handoff_guardrail_and_end_call(tmp_path: Path) -> None:
     play = tmp_path / "caller.wav"
     write_wav(play, silence_pcm16(3500) + speech_pcm16("What is the weather in Lisbon?")
@@ -109,7 +80,7 @@ async def test_voice_assistant_tools_handoff_guardrail_and_end_call(tmp_path: Pa
     # Tools ran with the scripted arguments, and their real outputs reached the model.
     assert by_name["get_weather"] == get_weather("Lisbon")
     assert by_name["book_appointment"] == book_appointment("2030-05-14", "10:30", "haircut")
-    transcripts = list(said_items(session).values())
+    transcripts = list(dict(spoken(session)).values())
     assert any("In Lisbon it is sunny" in t for t in transcripts)
     # The handoff switched the live session to the bookings agent and was recorded.
     assert by_name["transfer_to_bookings"]["ok"] is True
@@ -125,21 +96,20 @@ async def test_voice_assistant_tools_handoff_guardrail_and_end_call(tmp_path: Pa
     assert all(t["ok"] for t in record["tool_calls"])
     # The card number tripped the guardrail: audio cut, item truncated, model told to retry.
     assert [g["guardrail"] for g in record["guardrail_events"]] == ["card_number"]
-    card_item = next(i for i, t in said_items(session).items() if "4111" in t)
+    card_item = next(i for i, t in dict(spoken(session)).items() if "4111" in t)
     truncate = next(e for e in received if e["type"] == "conversation.item.truncate")
     assert truncate["item_id"] == card_item
     assert any(e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
                and "card_number" in e["item"]["content"][0]["text"] for e in received)
-    stream = rtp_streams(cap.packets())[0]
-    payload = b"".join(p.rtp.payload for p in stream.packets)
+    payload = stream_payload(rtp_streams(cap.packets())[0])
     card_audio = item_audio(session, card_item)
-    heard = played_prefix(card_audio, payload)
+    heard = played_prefix(card_audio, payload)[1]
     assert heard < len(card_audio) - 8 * 500, "the card number line was not cut"
     assert abs(truncate["audio_end_ms"] - heard / 8) <= 20
     # end_call: the farewell was played to the end, then the gateway hung up.
-    farewell = next(i for i, t in said_items(session).items() if "Goodbye" in t)
+    farewell = next(i for i, t in dict(spoken(session)).items() if "Goodbye" in t)
     farewell_audio = item_audio(session, farewell)
-    assert played_prefix(farewell_audio, payload) == len(farewell_audio)
+    assert played_prefix(farewell_audio, payload)[1] == len(farewell_audio)
     assert report["ended_by"] == "remote"
     assert "agent ended the call" in record["end_reason"]
 
@@ -271,7 +241,7 @@ async def test_guardrail_actions_say_a_line_or_hang_up(tmp_path: Path, action: s
         instructions = [(e.get("response") or {}).get("instructions") for e in session.received
                         if e["type"] == "response.create"]
         assert 'Say exactly "We do not discuss fruit here."' in instructions
-        assert any("We do not discuss fruit here." in t for t in said_items(session).values())
+        assert any("We do not discuss fruit here." in t for t in dict(spoken(session)).values())
         assert report["ended_by"] == "local"
     else:
         assert report["ended_by"] == "remote"
