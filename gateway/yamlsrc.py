@@ -84,7 +84,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, doc: YamlDoc) -
                 key = str(key)
             if key in out:
                 raise ConfigError(
-                    doc.source, key_node.start_mark.line + 1, _dotted(path + (key,)),
+                    doc.source, key_node.start_mark.line + 1, dotted(path + (key,)),
                     "duplicate key",
                 )
             out[key] = _build(loader, value_node, path + (key,), doc)
@@ -94,7 +94,8 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, doc: YamlDoc) -
     return loader.construct_object(node, deep=True)
 
 
-def _dotted(path: Path) -> str:
+def dotted(path: Path) -> str:
+    """``agents.a.tools[2]`` for ``("agents", "a", "tools", 2)``."""
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -136,12 +137,12 @@ class Reader:
 
     def field_name(self, key: _str | _int | None) -> _str:
         """Dotted path of ``key`` under this reader."""
-        return _dotted(self.path if key is None else self.path + (key,))
+        return dotted(self.path if key is None else self.path + (key,))
 
     def error(self, key: _str | _int | None, reason: _str) -> None:
         """Record an error about ``key`` (or this mapping itself when ``key`` is None)."""
         path = self.path if key is None else self.path + (key,)
-        self.errors.append(ConfigError(self.doc.source, self.doc.line_of(path), _dotted(path),
+        self.errors.append(ConfigError(self.doc.source, self.doc.line_of(path), dotted(path),
                                        reason))
 
     def has(self, key: _str) -> _bool:
@@ -208,7 +209,7 @@ class Reader:
             if not isinstance(item, _str):
                 self.errors.append(ConfigError(
                     self.doc.source, self.doc.line_of(self.path + (key, i)),
-                    _dotted(self.path + (key, i)), f"must be a string, got {_type_name(item)}"))
+                    dotted(self.path + (key, i)), f"must be a string, got {_type_name(item)}"))
         return [item for item in value if isinstance(item, _str)]
 
     def _check_range(self, key: _str, value: _float, lo: _float | None, hi: _float | None) -> None:

@@ -40,7 +40,7 @@ from gateway.config import Secret
 from gateway.dialplan.pyimport import Describe, ImportProblem, docstring_summary, import_callable
 from gateway.dialplan.template import HEADER_NAME_RE
 from gateway.errors import ConfigError
-from gateway.yamlsrc import Reader, YamlDoc
+from gateway.yamlsrc import Reader, YamlDoc, dotted
 
 #: Path of a value inside a YAML document.
 YamlPath = tuple[str | int, ...]
@@ -66,17 +66,6 @@ _ENV_REF_RE: Final = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_TIMEOUT_S: Final = 600.0
-
-
-def dotted(path: YamlPath) -> str:
-    """``agents.a.tools[2]`` for ``("agents", "a", "tools", 2)``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 @dataclass(frozen=True)

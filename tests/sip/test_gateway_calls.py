@@ -17,6 +17,7 @@ from gateway.media import g711
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimOptions, SimulatorServer
 from tests.sip.gateway import QUIET_AGENT, place_call, run_gateway
+from tests.sip.observe import gateway_stream, item_audio, played_prefix, stream_payload
 from tests.support.audio import (
     read_wav,
     rms_dbfs,
@@ -297,11 +298,6 @@ routes:
 """
 
 
-def _normalise(ulaw: bytes) -> bytes:
-    # 0x7F is μ-law negative zero; PCM16 0 re-encodes as 0xFF. Compare them as equal.
-    return ulaw.replace(b"\x7f", b"\xff")
-
-
 async def test_barge_in_stops_the_agent_and_truncates_at_what_was_heard(
         tmp_path: Path) -> None:
     play = tmp_path / "interrupt.wav"
@@ -318,26 +314,16 @@ async def test_barge_in_stops_the_agent_and_truncates_at_what_was_heard(
                    if e["type"] == "input_audio_buffer.speech_started")
     t_speech_started = session.sent_at[started]
     greeting_item = next(e["item_id"] for e in sent if e["type"] == "response.output_audio.delta")
-    item_audio = _normalise(b"".join(
-        base64.b64decode(e["delta"]) for e in sent
-        if e["type"] == "response.output_audio.delta" and e["item_id"] == greeting_item))
+    item = item_audio(session, greeting_item)
     truncate = next(e for e in session.received if e["type"] == "conversation.item.truncate")
     assert truncate["item_id"] == greeting_item
-    # What went out on the wire: the gateway's RTP to the caller, in order.
-    stream = rtp_streams(cap.packets())[0]
-    payload = _normalise(b"".join(p.rtp.payload for p in stream.packets))
-    # Find the greeting in the RTP by its first loud frame, then count how much of it played.
-    first_loud = next(i for i in range(0, len(item_audio) - 160, 160)
-                      if rms_dbfs(g711.ulaw_decode(item_audio[i:i + 160])) > -40)
-    at = payload.find(item_audio[first_loud:first_loud + 160])
-    assert at >= 0, "the greeting audio never reached the caller"
-    start = at - first_loud
-    played = 0
-    while (played < len(item_audio) and start + played < len(payload)
-           and payload[start + played] == item_audio[played]):
-        played += 1
+    # What went out on the wire: the gateway's RTP to the caller, in order; how much of the
+    # greeting it carried, byte for byte.
+    stream = gateway_stream(cap.packets(), gw)
+    payload = stream_payload(stream)
+    start, played = played_prefix(item, payload)
     played_ms = played / 8
-    assert played_ms < len(item_audio) / 8 - 500, "the greeting was not interrupted"
+    assert played_ms < len(item) / 8 - 500, "the greeting was not interrupted"
     # The truncate says exactly what the caller heard (±20 ms)...
     assert abs(truncate["audio_end_ms"] - played_ms) <= 20
     # ...and the agent went quiet within one frame of speech_started on the wire.
@@ -350,7 +336,7 @@ async def test_barge_in_stops_the_agent_and_truncates_at_what_was_heard(
     pcm, _ = read_wav(record)
     levels = frames_dbfs(pcm)
     first = next(i for i, db in enumerate(levels) if db > -30)
-    would_end = first + len(item_audio) // 160
+    would_end = first + len(item) // 160
     quiet_from = next(i for i in range(first, len(levels) - 15)
                       if max(levels[i:i + 15]) < -60)
     assert quiet_from < would_end - 25
