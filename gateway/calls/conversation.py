@@ -195,10 +195,11 @@ class CallAgent:
 
     # Tools -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"{self.name}:{what}:{next(self._task_ids)}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -411,10 +412,7 @@ class CallAgent:
             self._dtmf_timer = None
         deadline = self._dtmf.next_deadline()
         if deadline is not None:
-            self._dtmf_timer = asyncio.create_task(self._dtmf_wait(deadline),
-                                                   name=f"{self.name}:dtmf-timer")
-            self._tasks.add(self._dtmf_timer)
-            self._dtmf_timer.add_done_callback(self._task_done)
+            self._dtmf_timer = self._spawn(self._dtmf_wait(deadline), "dtmf-timer")
 
     async def _dtmf_wait(self, deadline: float) -> None:
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))

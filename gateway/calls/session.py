@@ -408,10 +408,8 @@ class CallSession:
     async def _end_sip_leg(self) -> None:
         if self._leg_ended is not None:
             return
-        if not self.record.answered and self.record.sip_status is not None:
-            # Rejected before answer: pjsua ends the leg by itself.
-            pass
-        else:
+        # A call refused before answer is ended by pjsua itself; anything else gets BYE/CANCEL.
+        if self.record.answered or self.record.sip_status is None:
             self.sip.hangup(self.leg_id)
         try:
             await asyncio.wait_for(self._wait_leg_end(), HANGUP_WAIT_S)
