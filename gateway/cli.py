@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import load_settings
-from gateway.errors import ConfigError, ConfigErrors
+from gateway.errors import ConfigError, ConfigErrors, GatewayError
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except GatewayError as exc:  # e.g. the SIP port is taken: say so, without a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command}")  # exits with status 2
 
 
@@ -144,13 +147,15 @@ def _config_check(path: str | None) -> int:
 
 def _dialplan(args: argparse.Namespace) -> int:
     from gateway.dialplan import commands
+    from gateway.dialplan.router import first_values
 
     if args.dialplan_command == "check":
         return commands.check(args.file, sys.stdout, os.environ)
     path = args.file or load_settings(None, os.environ).dialplan
     return commands.route(
         path, from_user=args.from_user, to_user=args.to_user,
-        request_uri=args.request_uri, headers=dict(args.header), account=args.account,
+        request_uri=args.request_uri, headers=first_values(args.header),
+        account=args.account,
         caller_name=args.caller_name,
         source_ip=args.source, out=sys.stdout, env=os.environ,
     )
@@ -172,11 +177,11 @@ def _call(args: argparse.Namespace) -> int:
 
 def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.scenario import ScenarioBook, load_scenarios
-    from gateway.sim.server import SimOptions, serve
+    from gateway.sim.server import SERVICE_KEEP_CLOSED, SimOptions, serve
 
     setup_logging("INFO")
     book = load_scenarios(args.scenarios) if args.scenarios else ScenarioBook.default()
-    options = SimOptions(speed=args.speed, tts_engine=args.tts)
+    options = SimOptions(speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED)
 
     def ready(url: str) -> None:
         log.info("Realtime simulator listening on %s (no API key needed; any Bearer token works)",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pjsua2 as pj
 
-__all__ = ["create_endpoint", "fast_bytes", "pj"]
+__all__ = ["create_endpoint", "error_text", "fast_bytes", "pj"]
 
 _ptr = ctypes.c_void_p.from_address
 
@@ -34,7 +35,20 @@ def fast_bytes(byte_vector: Any) -> bytes:
     return ctypes.string_at(begin, end - begin)
 
 
-def create_endpoint() -> Any:
+def error_text(exc: BaseException) -> str:
+    """A readable reason for a ``pjsua2.Error`` (its ``str()`` is empty) or any exception.
+
+    ``Error.reason`` is pjlib's message, e.g. "Address already in use"; ``title`` names the
+    failing call.
+    """
+    reason = str(getattr(exc, "reason", "") or "").strip()
+    if reason:
+        status = getattr(exc, "status", None)
+        return f"{reason} (pj status {status})" if status is not None else reason
+    return str(exc) or type(exc).__name__
+
+
+def create_endpoint(factory: Callable[[], Any] | None = None) -> Any:
     """Create the process's pjsua2 ``Endpoint`` and call ``libCreate``.
 
     pjlib prints a start-up banner on stdout before any log configuration can apply; it is
@@ -45,7 +59,7 @@ def create_endpoint() -> Any:
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        ep = pj.Endpoint()
+        ep = factory() if factory is not None else pj.Endpoint()
         ep.libCreate()
     finally:
         os.dup2(saved, 1)

@@ -64,11 +64,48 @@ class CallState:
 
 @dataclass(frozen=True)
 class LegEnded:
-    """The call is over (``DISCONNECTED``); the slot is free and the media port destroyed."""
+    """The call is over (``DISCONNECTED``); the slot is free and the media port destroyed.
+
+    ``cause`` is set when the gateway itself ended the call for a SIP-side reason (no RTP
+    from the caller, an expired session timer): the call record says that, not "caller hung
+    up".
+    """
 
     leg_id: int
     status: int
     reason: str
+    at: float = field(default_factory=_now)
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class CallRefused:
+    """The user agent refused an INVITE itself, before the loop saw it.
+
+    Capacity, an offer it cannot serve or a malformed message: the call never reaches the
+    dialplan.
+    """
+
+    leg_id: int
+    sip_call_id: str
+    status: int
+    reason: str
+    detail: str
+    source_ip: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class CallerRefer:
+    """The caller sent an in-dialog REFER (RFC 3515).
+
+    ``status`` is what the gateway answered: 403 unless ``sip.caller_refer_allow`` allows
+    the target.
+    """
+
+    leg_id: int
+    status: int
+    allowed: bool
     at: float = field(default_factory=_now)
 
 
@@ -106,4 +143,4 @@ class TransferProgress:
 
 
 SipEvent = (IncomingCall | MediaActive | CallState | LegEnded | RegistrationState
-            | DtmfReceived | TransferProgress)
+            | DtmfReceived | TransferProgress | CallRefused | CallerRefer)

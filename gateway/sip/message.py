@@ -80,3 +80,12 @@ def request_uri(start_line: str) -> str:
     """The Request-URI of a request start line (``INVITE sip:x@h SIP/2.0``)."""
     parts = start_line.split()
     return parts[1] if len(parts) >= 3 else ""
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (``sip:u@[::1]:5060;transport=tcp`` -> ``::1``); '' when none."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    rest = rest.rsplit("@", 1)[-1].split(";", 1)[0].split("?", 1)[0].strip()
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return rest.split(":", 1)[0]

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,8 +34,10 @@ from gateway.errors import CallRejected, CapacityExceeded, GatewayError
 from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import message
-from gateway.sip._pj import create_endpoint, fast_bytes, pj
+from gateway.sip._pj import create_endpoint, error_text, fast_bytes, pj
 from gateway.sip.events import (
+    CallerRefer,
+    CallRefused,
     CallState,
     DtmfReceived,
     IncomingCall,
@@ -42,20 +47,33 @@ from gateway.sip.events import (
     SipEvent,
     TransferProgress,
 )
+from gateway.sip.liveness import RtpWatch
+from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
 from gateway.sip.reject import rejection_response
 
 log = logging.getLogger("gateway.sip")
 
 #: Call slots compiled into the pjsua2-python wheel (pjsua2-notes §1).
 WHEEL_CALL_SLOTS = 4
-#: An INVITE the loop has not answered after this long gets 500, so no caller hangs forever.
-ANSWER_DEADLINE_S = 30.0
+#: An INVITE the loop has not answered after this long gets 503, so no caller hangs forever.
+#: The app passes a deadline longer than the Realtime connect budget (see ``answer_deadline_s``).
+ANSWER_DEADLINE_S = 45.0
+#: ``Retry-After`` (RFC 3261 §20.33) on the 503s the gateway sends for its own failures.
+RETRY_AFTER_S = 5
+#: How often the RTP inactivity check reads each call's receive counters.
+_MEDIA_CHECK_S = 1.0
+#: System CA bundle used to verify TLS servers when no ``ca_file`` is configured (Debian).
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 _FRAME_BYTES = 320  # 20 ms of PCM16 at 8 kHz
 _DTMF_IS_UPDATE = 1  # PJMEDIA_STREAM_DTMF_IS_UPDATE (pjmedia/stream.h; not exported by SWIG)
 _COMMAND_QUEUE_SIZE = 1024
 
 _TRANSPORTS = {"udp": "PJSIP_TRANSPORT_UDP", "tcp": "PJSIP_TRANSPORT_TCP",
                "tls": "PJSIP_TRANSPORT_TLS"}
+_TIMERS = {"off": "PJSUA_SIP_TIMER_INACTIVE", "optional": "PJSUA_SIP_TIMER_OPTIONAL",
+           "required": "PJSUA_SIP_TIMER_REQUIRED", "always": "PJSUA_SIP_TIMER_ALWAYS"}
+_SRTP = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL",
+         "mandatory": "PJMEDIA_SRTP_MANDATORY"}
 
 
 @dataclass(frozen=True)
@@ -107,23 +125,35 @@ class _Stats:
         self.callback_errors = 0
         self.calls_offered = 0
         self.calls_refused_capacity = 0
+        self.calls_refused_offer = 0
         self.answer_deadline_expired = 0
+        self.caller_refers_refused = 0
+        self.rtp_timeouts = 0
 
 
 class _Leg(pj.Call):  # type: ignore[misc]
     """One SIP dialog; lives on the ``sip`` thread only."""
 
     def __init__(self, ua: SipUserAgent, account: Any, call_id: int, leg_id: int,
-                 channel: MediaChannel) -> None:
+                 channel: MediaChannel, *, session_leg: int | None = None) -> None:
         super().__init__(account, call_id)
         self.ua = ua
+        self.account = account
         self.leg_id = leg_id
+        #: The id the loop knows this call by; a leg that replaced the caller's after an
+        #: allowed caller REFER carries the original leg's id.
+        self.session_leg = session_leg if session_leg is not None else leg_id
         self.channel = channel
         self.port: _Port | None = None
         self.answered = False
         self.confirmed = False
         self.local_hangup = False
+        self.cause: str | None = None
         self.offered_at = time.monotonic()
+        self.media_index: int | None = None
+        #: Whether RTP from the peer is expected now (active sendrecv audio, not on hold).
+        self.expect_rtp = False
+        self.rtp_watch: RtpWatch | None = None
 
     def onCallState(self, prm: Any) -> None:
         self.ua._guard(self._on_state)
@@ -133,19 +163,27 @@ class _Leg(pj.Call):  # type: ignore[misc]
         state = _state_name(info.state)
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.confirmed = True
+            self.ua._leg_confirmed(self)
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.ua._leg_gone(self, info.lastStatusCode, info.lastReason)
             return
-        self.ua._emit(CallState(self.leg_id, state, info.lastStatusCode, info.lastReason))
+        if self.ua._is_current(self):
+            self.ua._emit(CallState(self.session_leg, state, info.lastStatusCode,
+                                    info.lastReason))
 
     def onCallMediaState(self, prm: Any) -> None:
         self.ua._guard(self._on_media)
 
     def _on_media(self) -> None:
         info = self.getInfo()
+        # Hold (RFC 3264 §8.4: sendonly / inactive / c=0.0.0.0) shows as REMOTE_HOLD: no RTP
+        # is expected then, so the inactivity timeout pauses until the caller resumes.
+        self.expect_rtp = False
         for index, media in enumerate(info.media):
             if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
+            self.media_index = index
+            self.expect_rtp = bool(media.dir & pj.PJMEDIA_DIR_DECODING)
             audio = self.getAudioMedia(index)
             if self.port is None:
                 fmt = pj.MediaFormatAudio()
@@ -155,8 +193,22 @@ class _Leg(pj.Call):  # type: ignore[misc]
             audio.startTransmit(self.port)
             self.port.startTransmit(audio)
             codec = self.getStreamInfo(index).codecName.upper()
-            self.ua._emit(MediaActive(self.leg_id, "PCMA" if codec == "PCMA" else "PCMU"))
+            if self.ua._is_current(self):
+                self.ua._emit(MediaActive(self.session_leg, "PCMA" if codec == "PCMA" else "PCMU"))
             return
+
+    def rx_packets(self) -> int | None:
+        """RTP packets received on the audio stream so far (``None`` without one)."""
+        if self.media_index is None:
+            return None
+        return int(self.getStreamStat(self.media_index).rtcp.rxStat.pkt)
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # Refuse first: whatever happens below, pjsua must never dial on a caller's behalf
+        # unless the policy said yes and we own the new call (pjsua2 would otherwise reuse
+        # this Call object for it, which crashed the process).
+        prm.statusCode = 403
+        self.ua._guard(lambda: self.ua._caller_refer(self, prm))
 
     def onDtmfEvent(self, prm: Any) -> None:
         # pjsua 2.15 calls on_dtmf_event (not on_dtmf_digit) when the app handles it: once at
@@ -167,11 +219,12 @@ class _Leg(pj.Call):  # type: ignore[misc]
         digit = str(prm.digit)
         method: Literal["rfc4733", "info"] = (
             "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733")
-        self.ua._guard(lambda: self.ua._emit(DtmfReceived(self.leg_id, digit, method)))
+        self.ua._guard(lambda: self.ua._emit(DtmfReceived(self.session_leg, digit, method)))
 
     def onCallTransferStatus(self, prm: Any) -> None:
         code, reason, final = int(prm.statusCode), str(prm.reason), bool(prm.finalNotify)
-        self.ua._guard(lambda: self.ua._emit(TransferProgress(self.leg_id, code, reason, final)))
+        self.ua._guard(lambda: self.ua._emit(
+            TransferProgress(self.session_leg, code, reason, final)))
 
     def destroy_port(self) -> None:
         """Destroy the C++ port while the Python object is whole (pjsua2-notes §4.1)."""
@@ -195,6 +248,19 @@ class _Account(pj.Account):  # type: ignore[misc]
             self.name, code, reason, expires, 200 <= code < 300 and expires > 0)))
 
 
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    """The endpoint, for the one callback that tells us about INVITEs pjsua refused itself."""
+
+    def __init__(self, ua: SipUserAgent) -> None:
+        super().__init__()
+        self.ua = ua
+
+    def onRejectedIncomingCall(self, prm: Any) -> None:
+        # pjsua answered before any account callback (no codec in common, a body it cannot
+        # read, 486 when out of slots): no call object exists, but the call gets a record.
+        self.ua._guard(lambda: self.ua._rejected_by_pjsua(prm))
+
+
 class _LogWriter(pj.LogWriter):  # type: ignore[misc]
     def write(self, entry: Any) -> None:
         try:
@@ -214,14 +280,25 @@ class SipUserAgent:
         settings: The SIP section of the configuration.
         playout_capacity_ms: Agent audio each call may buffer ahead of the caller.
         pjsip_log_level: PJSIP's own log level (0-5).
+        answer_deadline_s: An INVITE the loop has not answered after this long gets 503.
+        log_content: Whether logs may show call content (REFER targets).
     """
 
     def __init__(self, settings: SipSettings, *, playout_capacity_ms: int = 120_000,
-                 pjsip_log_level: int = 1) -> None:
+                 pjsip_log_level: int = 1, answer_deadline_s: float = ANSWER_DEADLINE_S,
+                 log_content: bool = False) -> None:
         self.settings = settings
         self._playout_capacity_ms = playout_capacity_ms
         self._log_level = pjsip_log_level
+        self._answer_deadline_s = answer_deadline_s
+        self._log_content = log_content
+        self._refer_allow = tuple(re.compile(p) for p in settings.caller_refer_allow)
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue(_COMMAND_QUEUE_SIZE)
+        # Work a pjsua callback must not do inside itself (a final response to the INVITE
+        # whose callback is running): run on the sip thread right after the callback returns.
+        # Bounded by the call slots: one entry per offered call at most.
+        self._after_callbacks: deque[Callable[[], None]] = deque()
+        self._next_media_check = 0.0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[SipEvent], None] | None = None
@@ -229,6 +306,9 @@ class SipUserAgent:
         self._start_error: BaseException | None = None
         self._stopping = threading.Event()
         self._legs: dict[int, _Leg] = {}
+        #: Session leg id -> the leg that carries that call now (differs after a caller
+        #: REFER the policy allowed).
+        self._current: dict[int, int] = {}
         self._next_leg = 1
         self._accounts: list[_Account] = []
         self._stats = _Stats()
@@ -250,7 +330,9 @@ class SipUserAgent:
             raise GatewayError("SIP endpoint did not start in time")
         if self._start_error is not None:
             self._thread.join(timeout_s)
-            raise GatewayError(f"SIP endpoint failed to start: {self._start_error}")
+            err = self._start_error
+            raise GatewayError(str(err) if isinstance(err, GatewayError)
+                               else f"SIP endpoint failed to start: {error_text(err)}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Hang up every call, unregister, destroy the endpoint and join the thread."""
@@ -277,8 +359,13 @@ class SipUserAgent:
         status, reason, headers = rejection_response(err)
         self.answer(leg_id, status, reason, headers)
 
-    def hangup(self, leg_id: int, status: int = 603, reason: str = "") -> None:
-        """End the call: CANCEL/final response before answer, BYE after."""
+    def hangup(self, leg_id: int, status: int = 503, reason: str = "") -> None:
+        """End the call: a final response before answer, BYE after.
+
+        The default refusal is 503 with ``Retry-After``, never 603 Decline: a gateway-side
+        failure must let an upstream proxy or PBX try another destination (RFC 3261 §21.6.2
+        says 603 means "do not try elsewhere").
+        """
         self._submit(lambda: self._hangup(leg_id, status, reason))
 
     def transfer(self, leg_id: int, target_uri: str) -> None:
@@ -308,7 +395,7 @@ class SipUserAgent:
 
     def _run(self) -> None:
         try:
-            ep = create_endpoint()
+            ep = create_endpoint(lambda: _Endpoint(self))
         except BaseException as exc:  # reported to start()
             self._start_error = exc
             self._started.set()
@@ -324,8 +411,10 @@ class SipUserAgent:
         try:
             while not self._stopping.is_set():
                 ep.libHandleEvents(10)
+                self._run_after_callbacks()
                 self._run_commands()
                 self._expire_unanswered()
+                self._check_media()
         finally:
             self._shutdown(ep)
 
@@ -353,7 +442,11 @@ class SipUserAgent:
         self._set_codecs(ep)
         first: BoundTransport | None = None
         for t in self.settings.transports:
-            bound = self._create_transport(ep, t)
+            try:
+                bound = self._create_transport(ep, t)
+            except Exception as exc:  # pjsua2.Error: its str() is empty
+                raise GatewayError(f"cannot listen on {t.type}:{t.host}:{t.port}: "
+                                   f"{error_text(exc)}") from None
             self.transports.append(bound)
             first = first or bound
         ep.libStart()
@@ -386,8 +479,12 @@ class SipUserAgent:
         if t.type == "tls":
             tc.tlsConfig.certFile = t.cert_file or ""
             tc.tlsConfig.privKeyFile = t.key_file or ""
-            tc.tlsConfig.CaListFile = t.ca_file or ""
+            ca = t.ca_file or (SYSTEM_CA_FILE if os.path.exists(SYSTEM_CA_FILE) else "")
+            tc.tlsConfig.CaListFile = ca
             tc.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+            # Outgoing TLS (a registration to a PBX) checks the server's chain and name;
+            # without it anyone on the path could pose as the PBX.
+            tc.tlsConfig.verifyServer = t.verify_server
         tid = ep.transportCreate(getattr(pj, _TRANSPORTS[t.type]), tc)
         local = str(ep.transportGetInfo(tid).localName)
         host, _, port = local.rpartition(":")
@@ -402,6 +499,14 @@ class SipUserAgent:
         media.boundAddress = self.settings.transports[0].host
         if self.settings.public_address:
             media.publicAddress = self.settings.public_address
+        sip = self.settings
+        # RFC 4028 session timers: a peer that supports them refreshes the session, and a
+        # session nobody refreshes ends (BYE) instead of lingering.
+        ac.callConfig.timerUse = getattr(pj, _TIMERS[sip.session_timers])
+        ac.callConfig.timerSessExpiresSec = sip.session_expires_s
+        ac.callConfig.timerMinSESec = sip.session_min_se_s
+        ac.mediaConfig.srtpUse = getattr(pj, _SRTP[sip.srtp])
+        ac.mediaConfig.srtpSecureSignaling = sip.srtp_secure_signaling
         return ac
 
     def _create_registration(self, acct: AccountSettings) -> _Account:
@@ -417,6 +522,10 @@ class SipUserAgent:
         account = _Account(self, acct.name)
         account.create(ac)
         return account
+
+    def _run_after_callbacks(self) -> None:
+        while self._after_callbacks:
+            self._guard(self._after_callbacks.popleft())
 
     def _run_commands(self) -> None:
         while True:
@@ -449,35 +558,73 @@ class SipUserAgent:
         channel = MediaChannel(PlayoutBuffer(capacity_ms=self._playout_capacity_ms))
         leg = _Leg(self, account, prm.callId, leg_id, channel)
         self._legs[leg_id] = leg
+        self._current[leg_id] = leg_id
         self._stats.calls_offered += 1
-        if len(self._legs) > self.settings.max_calls:
-            self._stats.calls_refused_capacity += 1
-            log.warning("at capacity (%d calls): refusing call with 503",
-                        self.settings.max_calls)
-            status, reason, extra = rejection_response(CapacityExceeded())
-            self._answer_leg(leg, status, reason, extra)
-            return
         rdata = prm.rdata
-        start, header_list = message.parse_headers(str(rdata.wholeMsg))
+        whole = str(rdata.wholeMsg)
+        start, header_list = message.parse_headers(whole)
         headers = tuple(header_list)
-        from_value = message.header(headers, "From") or ""
-        to_value = message.header(headers, "To") or ""
         via = message.header(headers, "Via") or ""
+        transport = via.split()[0].rsplit("/", 1)[-1].lower() if via else "udp"
         source = str(rdata.srcAddress)
         src_ip, _, src_port = source.rpartition(":")
+        sip_call_id = message.header(headers, "Call-ID") or ""
+        refusal = self._refusal(leg, whole, headers, transport)
+        if refusal is not None:
+            # Never send a final response from inside pjsua's incoming-call callback: for an
+            # INVITE without SDP the ACK of that response aborted the process (pjsip asserts
+            # in pjsip_rx_data_free_cloned). After the callback returns it is an ordinary
+            # answer on a fully created INVITE session.
+            self._after_callbacks.append(
+                lambda: self._answer(leg_id, refusal.status, refusal.reason, refusal.headers))
+            self._emit(CallRefused(leg_id, sip_call_id, refusal.status, refusal.reason,
+                                   refusal.detail, src_ip.strip("[]")))
+            return
+        from_value = message.header(headers, "From") or ""
+        to_value = message.header(headers, "To") or ""
         from_uri, to_uri = message.name_addr_uri(from_value), message.name_addr_uri(to_value)
         self._emit(IncomingCall(
             leg_id=leg_id,
-            sip_call_id=message.header(headers, "Call-ID") or "",
+            sip_call_id=sip_call_id,
             from_uri=from_uri, from_user=message.uri_user(from_uri),
             from_name=message.display_name(from_value),
             to_uri=to_uri, to_user=message.uri_user(to_uri),
             request_uri=message.request_uri(start),
             headers=headers,
             source_ip=src_ip.strip("[]"), source_port=int(src_port or 0),
-            transport=via.split()[0].rsplit("/", 1)[-1].lower() if via else "udp",
+            transport=transport,
             account=account.name, media=channel,
         ))
+
+    def _rejected_by_pjsua(self, prm: Any) -> None:
+        start, headers = message.parse_headers(str(prm.rdata.wholeMsg))
+        del start
+        src_ip = str(prm.rdata.srcAddress).rpartition(":")[0].strip("[]")
+        status, reason = int(prm.statusCode), str(prm.reason)
+        log.info("INVITE refused by pjsua: %d %s", status, reason)
+        self._emit(CallRefused(0, message.header(headers, "Call-ID") or "", status, reason,
+                               "refused by pjsua before routing", src_ip))
+
+    def _refusal(self, leg: _Leg, whole: str, headers: tuple[tuple[str, str], ...],
+                 transport: str) -> Refusal | None:
+        """What pjsua let through but the gateway must refuse before routing, if anything."""
+        if len(self._legs) > self.settings.max_calls:
+            self._stats.calls_refused_capacity += 1
+            log.warning("at capacity (%d calls): refusing call with 503",
+                        self.settings.max_calls)
+            status, reason, extra = rejection_response(
+                CapacityExceeded(retry_after_s=RETRY_AFTER_S))
+            return Refusal(status, reason, extra, detail="at capacity")
+        refusal = content_length_refusal(whole, transport)
+        if refusal is None:
+            body = whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else ""
+            refusal = offer_refusal(body, message.header(headers, "Content-Type"),
+                                    codecs=self.settings.codecs, srtp=self.settings.srtp)
+        if refusal is not None:
+            self._stats.calls_refused_offer += 1
+            log.info("leg %d refused: %d %s (%s)", leg.leg_id, refusal.status, refusal.reason,
+                     refusal.detail)
+        return refusal
 
     def _answer(self, leg_id: int, status: int, reason: str,
                 headers: tuple[tuple[str, str], ...]) -> None:
@@ -499,29 +646,100 @@ class SipUserAgent:
 
     def _hangup(self, leg_id: int, status: int, reason: str) -> None:
         def go(leg: _Leg) -> None:
-            prm = pj.CallOpParam()
-            prm.statusCode = status
-            if reason:
-                prm.reason = reason
-            leg.answered = True
-            leg.local_hangup = True
-            leg.hangup(prm)
+            self._end_leg(leg, status, reason)
         self._with_leg(leg_id, go)
 
+    def _end_leg(self, leg: _Leg, status: int, reason: str = "") -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = status
+        if reason:
+            prm.reason = reason
+        if not leg.answered and status == 503:
+            h = pj.SipHeader()
+            h.hName, h.hValue = "Retry-After", str(RETRY_AFTER_S)
+            prm.txOption.headers.append(h)
+        leg.answered = True
+        leg.local_hangup = True
+        leg.hangup(prm)
+
     def _with_leg(self, leg_id: int, fn: Callable[[_Leg], Any]) -> None:
-        leg = self._legs.get(leg_id)
+        leg = self._legs.get(self._current.get(leg_id, leg_id))
         if leg is None:
             log.debug("command for leg %d ignored: call already ended", leg_id)
             return
         fn(leg)
 
+    def _is_current(self, leg: _Leg) -> bool:
+        return self._current.get(leg.session_leg) == leg.leg_id
+
     def _expire_unanswered(self) -> None:
         now = time.monotonic()
         for leg in list(self._legs.values()):
-            if not leg.answered and now - leg.offered_at > ANSWER_DEADLINE_S:
+            if not leg.answered and now - leg.offered_at > self._answer_deadline_s:
                 self._stats.answer_deadline_expired += 1
-                log.error("leg %d not answered within %.0f s: 500", leg.leg_id, ANSWER_DEADLINE_S)
-                self._answer_leg(leg, 500, "No Answer From Gateway", ())
+                log.error("leg %d not answered within %.0f s: 503", leg.leg_id,
+                          self._answer_deadline_s)
+                self._answer_leg(leg, 503, "No Answer From Gateway",
+                                 (("Retry-After", str(RETRY_AFTER_S)),))
+
+    def _check_media(self) -> None:
+        """End calls whose caller stopped sending RTP (vanished without a BYE)."""
+        timeout = self.settings.rtp_timeout_s
+        now = time.monotonic()
+        if not timeout or now < self._next_media_check:
+            return
+        self._next_media_check = now + _MEDIA_CHECK_S
+        for leg in list(self._legs.values()):
+            if not leg.confirmed or leg.local_hangup or not self._is_current(leg):
+                continue
+            if leg.rtp_watch is None:
+                leg.rtp_watch = RtpWatch(timeout)
+            packets = leg.rx_packets() if leg.expect_rtp else None
+            if leg.rtp_watch.observe(now, packets):
+                self._stats.rtp_timeouts += 1
+                log.warning("leg %d: no RTP from the caller for %.0f s: hanging up",
+                            leg.leg_id, timeout)
+                leg.cause = f"no RTP from the caller for {timeout:g} s"
+                self._end_leg(leg, 200)
+
+    def _leg_confirmed(self, leg: _Leg) -> None:
+        if self._is_current(leg):
+            return
+        # The call a caller's REFER asked for is up: it carries the conversation now, and
+        # the old leg (on hold, about to be hung up by the transferor) stops taking audio.
+        old = self._legs.get(self._current.get(leg.session_leg, -1))
+        self._current[leg.session_leg] = leg.leg_id
+        if old is not None:
+            old.destroy_port()
+        log.info("leg %d: transfer target answered; the call continues on leg %d",
+                 leg.session_leg, leg.leg_id)
+
+    def _caller_refer(self, leg: _Leg, prm: Any) -> None:
+        """Decide on the caller's REFER; ``prm.statusCode`` is already 403."""
+        target = str(prm.dstUri)
+        uri = message.name_addr_uri(target)
+        shown = uri if self._log_content else "(hidden; logging.call_content shows it)"
+        allowed = ("?" not in uri and leg.confirmed and self._is_current(leg)
+                   and any(p.fullmatch(uri) for p in self._refer_allow))
+        if not allowed:
+            self._stats.caller_refers_refused += 1
+            log.warning("leg %d: caller REFER to %s refused with 403 (sip.caller_refer_allow)",
+                        leg.session_leg, shown)
+            self._emit(CallerRefer(leg.session_leg, 403, False))
+            return
+        # Allowed: pjsua places the call with a Call object we own, tied to the same media
+        # channel and session (pjsua2 asserts the account is the original one).
+        leg_id = self._next_leg
+        self._next_leg += 1
+        new = _Leg(self, leg.account, pj.PJSUA_INVALID_ID, leg_id, leg.channel,
+                   session_leg=leg.session_leg)
+        new.answered = True  # an outgoing call: nothing of ours to answer
+        self._legs[leg_id] = new
+        prm.newCall = new
+        prm.statusCode = 202
+        log.warning("leg %d: caller REFER to %s allowed by sip.caller_refer_allow: calling it "
+                    "as leg %d", leg.session_leg, shown, leg_id)
+        self._emit(CallerRefer(leg.session_leg, 202, True))
 
     def _leg_gone(self, leg: _Leg, status: int, reason: str) -> None:
         if leg.confirmed and leg.local_hangup:
@@ -529,11 +747,23 @@ class SipUserAgent:
             # was cleared normally by our BYE.
             status, reason = 200, "Normal call clearing (BYE sent)"
         leg.destroy_port()
-        leg.channel.closed = True
         # Drop the Call inside its DISCONNECTED callback so a reused slot never sees it
         # (pjsua2-notes §4.2).
         self._legs.pop(leg.leg_id, None)
-        self._emit(LegEnded(leg.leg_id, status, reason))
+        session = leg.session_leg
+        if not self._is_current(leg):
+            log.info("leg %d (for call %d) ended: %d %s", leg.leg_id, session, status, reason)
+            return
+        successor = next((other for other in self._legs.values()
+                          if other.session_leg == session), None)
+        if successor is not None:
+            # The caller left after a transfer that is still being set up: the call goes on
+            # if the target answers.
+            self._current[session] = successor.leg_id
+            return
+        self._current.pop(session, None)
+        leg.channel.closed = True
+        self._emit(LegEnded(session, status, reason, cause=leg.cause))
 
     def _shutdown(self, ep: Any) -> None:
         try:
