@@ -16,9 +16,20 @@ from typing import Any
 
 import pjsua2 as pj
 
-__all__ = ["create_endpoint", "error_text", "fast_bytes", "pj"]
+__all__ = ["create_endpoint", "error_text", "fast_bytes", "native", "pj"]
 
 _ptr = ctypes.c_void_p.from_address
+
+
+def native() -> ctypes.CDLL:
+    """The binding's own shared object, for the few pjsip C functions SWIG does not expose.
+
+    The wheel links pjproject statically into ``_pjsua2`` and exports its symbols; opening the
+    loaded file again returns the same image, so these calls act on the running endpoint.
+    """
+    from pjsua2 import _pjsua2
+
+    return ctypes.CDLL(_pjsua2.__file__)
 
 
 def fast_bytes(byte_vector: Any) -> bytes:

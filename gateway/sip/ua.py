@@ -47,6 +47,7 @@ from gateway.sip.events import (
     SipEvent,
     TransferProgress,
 )
+from gateway.sip.fallback import UnhandledRequests
 from gateway.sip.liveness import RtpWatch
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
 from gateway.sip.reject import rejection_response
@@ -438,6 +439,8 @@ class SipUserAgent:
         cfg.medConfig.noVad = True
         cfg.medConfig.threadCnt = 1
         ep.libInit(cfg)
+        # Kept until after libDestroy: pjsip holds pointers into it.
+        self._unhandled = UnhandledRequests()
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         first: BoundTransport | None = None

@@ -290,3 +290,23 @@ async def test_source_outside_a_registration_account_cannot_use_it(tmp_path: Pat
         assert await asyncio.to_thread(from_elsewhere, "gw") == 403  # the account's user
         await gw.wait_log("which is not its registrar/proxy")
         assert not sim.sessions
+
+
+@pytest.mark.parametrize(("method", "status"), [("FOOBAR", 501), ("INFO", 481), ("BYE", 481),
+                                                ("PUBLISH", 405)])
+async def test_requests_nobody_handles_are_answered(tmp_path: Path, method: str,
+                                                    status: int) -> None:
+    """RFC 3261 §8.2.1: an answer at once, not 32 s of retransmissions into silence."""
+    async with SimulatorServer() as sim, run_gateway(tmp_path, sim) as gw:
+        def send() -> SipMsg:
+            with RawSipPeer(_target(gw)) as peer:
+                dialog = Dialog(peer, f"sip:100@127.0.0.1:{gw.port}")
+                return dialog.request(method, body="x" if method == "INFO" else "",
+                                      content_type="application/dtmf-relay", timeout_s=3)
+        final = await asyncio.to_thread(send)
+        assert final.status == status, final.text
+        if status in (405, 501):
+            allow = final.header("Allow") or ""
+            assert "INVITE" in allow and "BYE" in allow
+        assert not sim.sessions
+        assert gw.proc.running
