@@ -91,7 +91,8 @@ class _Call(pj.Call):  # type: ignore[misc]
 def place_call(uri: str, *, play: str | None = None, record: str | None = None,
                duration_s: float = 10.0, bind: str = "127.0.0.1", port: int = 0,
                codec: str | None = None, transport: str = "udp", answer_timeout_s: float = 15.0,
-               dtmf: str = "", dtmf_after_s: float = 1.0, log_level: int = 0) -> CallReport:
+               dtmf: str = "", dtmf_after_s: float = 1.0, log_level: int = 0,
+               srtp: str = "off") -> CallReport:
     """Place one call and return what happened. Blocks for at most ``duration_s`` + setup."""
     report = CallReport(uri)
     if transport != "udp" and ";transport=" not in uri:
@@ -126,6 +127,12 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
         ac.idUri = f"sip:caller@{bind}"
         ac.mediaConfig.transportConfig.boundAddress = bind
         ac.mediaConfig.transportConfig.port = 0
+        # SDES-SRTP (RFC 4568): offer RTP/SAVP with a=crypto; keys travel in the SDP, so a
+        # test over UDP allows them on plain signalling.
+        ac.mediaConfig.srtpUse = {"off": pj.PJMEDIA_SRTP_DISABLED,
+                                  "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+                                  "mandatory": pj.PJMEDIA_SRTP_MANDATORY}[srtp]
+        ac.mediaConfig.srtpSecureSignaling = 0
         account = pj.Account()
         account.create(ac)
         _run_call(ep, account, report, play, record, duration_s, answer_timeout_s,
