@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="press these keys (RFC 4733) after --dtmf-after seconds")
     call.add_argument("--dtmf-after", type=float, default=1.0, metavar="S",
                       help="seconds after answer to send --dtmf (default 1)")
+    call.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                      help="offer SDES-SRTP (RTP/SAVP with a=crypto); default off")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -170,7 +172,7 @@ def _call(args: argparse.Namespace) -> int:
     report = place_call(args.uri, play=args.play, record=args.record, duration_s=args.duration,
                         bind=args.bind, port=args.port, codec=args.codec,
                         transport=args.transport, dtmf=args.dtmf,
-                        dtmf_after_s=args.dtmf_after)
+                        dtmf_after_s=args.dtmf_after, srtp=args.srtp)
     print(json.dumps(dataclasses.asdict(report)))
     return 0 if report.answered_at is not None else 1
 

@@ -11,6 +11,8 @@ may be a secret is ever put in an error message or a ``repr``.
 from __future__ import annotations
 
 import ipaddress
+import os.path
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +25,19 @@ from gateway.yamlsrc import Reader, YamlDoc, load_yaml
 EMBEDDED = "embedded"
 DEFAULT_MODEL = "gpt-realtime-2.1"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
+DEFAULT_DIALPLAN = "dialplans/default.yaml"
+#: The checkout the package runs from (an editable install, as ``scripts/dev.sh`` makes).
+_SOURCE_TREE = Path(__file__).resolve().parents[1]
 #: The pjsua2-python wheel compiles in 4 call slots per process; one stays free for refusals.
 MAX_CALLS_PER_PROCESS = 3
 
 LogFormat = Literal["text", "json"]
 TransportType = Literal["udp", "tcp", "tls"]
 Codec = Literal["PCMU", "PCMA"]
+#: RFC 4028 session timers: off, offered when the peer supports them, required, always used.
+SessionTimers = Literal["off", "optional", "required", "always"]
+#: SDES-SRTP (RFC 4568) on bridged calls: off, used when offered, or mandatory.
+SrtpMode = Literal["off", "optional", "mandatory"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,25 @@ class RealtimeSettings:
     headers: Mapping[str, Secret] = field(default_factory=dict)
     open_timeout_s: float = 10.0
     ping_interval_s: float = 20.0
+    #: Attempts to open a call's Realtime session before the caller gets 503 (with the
+    #: backoff between them this bounds how long a caller rings: see ``connect_budget_s``).
+    connect_attempts: int = 3
+    #: How long a call waits for a dropped Realtime session to come back (then it is
+    #: transferred to its fallback or hung up: ``calls.on_realtime_lost``).
+    reconnect_budget_s: float = 10.0
+    #: Replace a call's Realtime session with a fresh one (context replayed) after this many
+    #: seconds, before the API's 60-minute limit; 0 turns rotation off.
+    rotate_after_s: float = 3300.0
+
+    @property
+    def connect_budget_s(self) -> float:
+        """Longest time opening a Realtime session can take.
+
+        Every attempt timing out, plus the client's default backoff between attempts (0.5 s
+        doubling, capped at 8 s; jitter only shortens it).
+        """
+        backoff = sum(min(0.5 * 2.0 ** i, 8.0) for i in range(self.connect_attempts - 1))
+        return self.connect_attempts * self.open_timeout_s + backoff
 
     @property
     def embedded(self) -> bool:
@@ -84,7 +112,13 @@ class TransportSettings:
     port: int = 5060
     cert_file: str | None = None
     key_file: str | None = None
+    #: CA certificates outgoing TLS connections verify the server against (e.g. the PBX's
+    #: CA). Without it, verification fails: there is no implicit system bundle, because
+    #: pjsip also lists these CAs to TLS clients and a large bundle breaks their handshakes.
     ca_file: str | None = None
+    #: Verify the server certificate (chain and name) of outgoing TLS connections, e.g. a
+    #: registration to a PBX over TLS. Turning it off allows a man in the middle.
+    verify_server: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,6 +134,10 @@ class AccountSettings:
     realm: str = "*"
     expires_s: int = 300
     proxy: str | None = None
+    #: Source networks whose INVITEs this account takes. Empty: the addresses the registrar
+    #: and proxy hosts resolve to. pjsua matches an INVITE to an account by its user part
+    #: alone, so without this anyone could reach the account's routes directly.
+    allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +158,20 @@ class SipSettings:
     rtp_port_range: int = 2000
     public_address: str | None = None
     user_agent: str = "gateway"
+    #: Refer-To URIs (regular expressions, matched in full) a caller's in-dialog REFER may
+    #: send the call to. Empty (the default): every caller REFER is refused with 403, so a
+    #: caller can never make the gateway place a call.
+    caller_refer_allow: tuple[str, ...] = ()
+    #: End a call (BYE) when no RTP arrived from the caller for this long while media is
+    #: expected (not on hold); 0 turns the check off.
+    rtp_timeout_s: float = 30.0
+    session_timers: SessionTimers = "optional"
+    session_expires_s: int = 1800
+    session_min_se_s: int = 90
+    srtp: SrtpMode = "off"
+    #: What SDES-SRTP requires of the signalling that carries its keys: 0 nothing, 1 TLS on
+    #: this hop, 2 sips: end to end (pjsua ``srtpSecureSignaling``).
+    srtp_secure_signaling: int = 1
 
 
 @dataclass(frozen=True)
@@ -141,6 +193,11 @@ class CallSettings:
     #: Worker processes running Python tools and guardrails (user code never runs in the
     #: process that carries the audio). Started only when the dialplan has such tools.
     tool_workers: int = 2
+    #: Said by the agent after a Realtime reconnect the caller noticed ("" says nothing).
+    reconnect_apology: str = "Sorry, the line dropped for a moment."
+    #: When the Realtime session cannot come back: ``transfer`` to the route's (or agent's)
+    #: ``fallback`` URI, hanging up when there is none, or always ``hangup``.
+    on_realtime_lost: Literal["transfer", "hangup"] = "transfer"
 
 
 @dataclass(frozen=True)
@@ -166,7 +223,7 @@ class Settings:
     control: ControlSettings = ControlSettings()
     calls: CallSettings = CallSettings()
     logging: LogSettings = LogSettings()
-    dialplan: str = "dialplans/default.yaml"
+    dialplan: str = DEFAULT_DIALPLAN
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -214,7 +271,12 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     ctl.finish()
     calls = _calls(root.sub("calls"))
     logs = _logging(root.sub("logging"), env)
-    dialplan = _override(env, "GATEWAY_DIALPLAN", root.str("dialplan", "dialplans/default.yaml"))
+    dialplan = _override(env, "GATEWAY_DIALPLAN",
+                         _beside(doc.source, root.str("dialplan", DEFAULT_DIALPLAN)))
+    if dialplan == DEFAULT_DIALPLAN and not Path(dialplan).exists() \
+            and (_SOURCE_TREE / DEFAULT_DIALPLAN).exists():
+        # `gateway run` outside the checkout it was installed from still finds the default.
+        dialplan = str(_SOURCE_TREE / DEFAULT_DIALPLAN)
     root.finish()
     root.raise_errors()
     return Settings(source=doc.source, realtime=realtime, simulator=simulator, sip=sip,
@@ -224,6 +286,19 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
 def _override(env: Mapping[str, str], name: str, file_value: str) -> str:
     """The environment variable ``name`` when set and non-empty, else the file's value."""
     return env.get(name) or file_value
+
+
+def _beside(source: str, path: str) -> str:
+    """Where a file named in the config file ``source`` is.
+
+    ``path`` as written when it is absolute or exists from the working directory, else
+    relative to the config file's directory when it exists there, so that ``gateway run -c
+    some/dir/gateway.yaml`` works from any directory.
+    """
+    if not path or Path(path).is_absolute() or Path(path).exists() or source.startswith("<"):
+        return path
+    candidate = Path(source).parent / path
+    return os.path.normpath(candidate) if candidate.exists() else path
 
 
 def _env_error(name: str, reason: str) -> ConfigError:
@@ -247,6 +322,9 @@ def _realtime(r: Reader, env: Mapping[str, str]) -> RealtimeSettings:
         url=url, model=model, api_key=Secret(env.get(key_var, "")), headers=headers,
         open_timeout_s=r.float("open_timeout_s", 10.0, min=0.1, max=120),
         ping_interval_s=r.float("ping_interval_s", 20.0, min=1, max=300),
+        connect_attempts=r.int("connect_attempts", 3, min=1, max=10),
+        reconnect_budget_s=r.float("reconnect_budget_s", 10.0, min=0.1, max=300),
+        rotate_after_s=r.float("rotate_after_s", 3300.0, min=0, max=3590),
     )
     if not settings.embedded and not settings.api_key and not headers:
         r.error("api_key_env", f"{url} needs an API key: set ${key_var} (or headers_from_env)")
@@ -258,7 +336,7 @@ def _simulator(r: Reader) -> SimulatorSettings:
     out = SimulatorSettings(
         host=r.str("host", "127.0.0.1"),
         port=r.int("port", 8765, min=0, max=65535),
-        scenarios=r.str("scenarios", None) if r.has("scenarios") else None,
+        scenarios=_beside(r.doc.source, r.str("scenarios")) if r.has("scenarios") else None,
         speed=r.float("speed", 4.0, min=0.1, max=100),
         tts=r.str("tts", "auto", choices=("auto", "espeak", "tone")),  # type: ignore[arg-type]
     )
@@ -274,12 +352,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
         if key in seen and t.port:
             r.error("transports", f"transport {i}: {t.type} port {t.port} listed twice")
         seen.add(key)
-    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for net in r.str_list("trunk_allow", ["127.0.0.0/8"]):
-        try:
-            allow.append(ipaddress.ip_network(net, strict=False))
-        except ValueError:
-            r.error("trunk_allow", f"not an IP network: {net!r}")
+    allow = _networks(r, "trunk_allow", ["127.0.0.0/8"])
     accounts = tuple(_account(a, env) for a in r.items("accounts"))
     names = [a.name for a in accounts]
     for name in {n for n in names if names.count(n) > 1}:
@@ -291,16 +364,58 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
     if not codecs:
         r.error("codecs", "needs at least one codec")
     out = SipSettings(
-        transports=transports, trunk_allow=tuple(allow), accounts=accounts,
+        transports=transports, trunk_allow=allow, accounts=accounts,
         codecs=tuple(c for c in codecs if c in ("PCMU", "PCMA")),  # type: ignore[misc]
         max_calls=r.int("max_calls", MAX_CALLS_PER_PROCESS, min=1, max=MAX_CALLS_PER_PROCESS),
         rtp_port_start=r.int("rtp_port_start", 20000, min=1024, max=65000),
         rtp_port_range=r.int("rtp_port_range", 2000, min=8, max=40000),
         public_address=r.str("public_address", None) if r.has("public_address") else None,
         user_agent=r.str("user_agent", "gateway"),
+        caller_refer_allow=_patterns(r, "caller_refer_allow"),
+        rtp_timeout_s=r.float("rtp_timeout_s", 30.0, min=0, max=3600),
+        session_timers=_mode(  # type: ignore[arg-type]
+            r, "session_timers", "optional", ("off", "optional", "required", "always")),
+        session_expires_s=r.int("session_expires_s", 1800, min=90, max=86400),
+        session_min_se_s=r.int("session_min_se_s", 90, min=90, max=86400),
+        srtp=_mode(r, "srtp", "off", ("off", "optional", "mandatory")),  # type: ignore[arg-type]
+        srtp_secure_signaling=r.int("srtp_secure_signaling", 1, min=0, max=2),
     )
+    r.check("session_min_se_s", out.session_min_se_s <= out.session_expires_s,
+            "must not exceed session_expires_s")
+    r.check("rtp_timeout_s", out.rtp_timeout_s == 0 or out.rtp_timeout_s >= 2,
+            "must be 0 (off) or at least 2 s")
     r.finish()
     return out
+
+
+def _mode(r: Reader, key: str, default: str, choices: tuple[str, ...]) -> str:
+    """A choice whose ``off`` may be written bare: YAML 1.1 reads ``off`` as ``false``."""
+    if r.raw(key) is False:
+        return "off"
+    return r.str(key, default, choices=choices)
+
+
+def _patterns(r: Reader, key: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for pattern in r.str_list(key, []):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            r.error(key, f"not a regular expression: {pattern!r}: {exc}")
+            continue
+        out.append(pattern)
+    return tuple(out)
+
+
+def _networks(r: Reader, key: str, default: list[str]
+              ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for net in r.str_list(key, default):
+        try:
+            nets.append(ipaddress.ip_network(net, strict=False))
+        except ValueError:
+            r.error(key, f"not an IP network: {net!r}")
+    return tuple(nets)
 
 
 def _transport(r: Reader) -> TransportSettings:
@@ -312,6 +427,7 @@ def _transport(r: Reader) -> TransportSettings:
         cert_file=r.str("cert_file", None) if r.has("cert_file") else None,
         key_file=r.str("key_file", None) if r.has("key_file") else None,
         ca_file=r.str("ca_file", None) if r.has("ca_file") else None,
+        verify_server=r.bool("verify_server", True),
     )
     if kind == "tls" and not (t.cert_file and t.key_file):
         r.error(None, "tls transport needs cert_file and key_file")
@@ -336,6 +452,7 @@ def _account(r: Reader, env: Mapping[str, str]) -> AccountSettings:
         realm=r.str("realm", "*"),
         expires_s=r.int("expires_s", 300, min=30, max=86400),
         proxy=r.str("proxy", None) if r.has("proxy") else None,
+        allow_from=_networks(r, "allow_from", []),
     )
     r.finish()
     return acct
@@ -347,6 +464,9 @@ def _calls(r: Reader) -> CallSettings:
         append_chunk_ms=r.int("append_chunk_ms", 40, min=20, max=200),
         playout_capacity_ms=r.int("playout_capacity_ms", 120_000, min=1000, max=600_000),
         tool_workers=r.int("tool_workers", 2, min=1, max=64),
+        reconnect_apology=r.str("reconnect_apology", CallSettings.reconnect_apology),
+        on_realtime_lost=r.str("on_realtime_lost", "transfer",  # type: ignore[arg-type]
+                               choices=("transfer", "hangup")),
     )
     r.check("append_chunk_ms", out.append_chunk_ms % 20 == 0, "must be a multiple of 20 ms")
     r.finish()

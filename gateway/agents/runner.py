@@ -24,6 +24,9 @@ Policies:
   worker is never left with half a conversation.
 * Shutdown: idle workers are told to exit (end of input), busy ones are killed, and every
   process is reaped within a bounded time.
+* Search path: a worker imports from the gateway's ``sys.path``, sent at start and sent again
+  before the next call whenever it has changed (a reloaded dialplan's ``python_path``), so
+  workers always find the modules the dialplan loader found.
 
 Every failure becomes an outcome whose ``output`` is ``{"error": "..."}`` for the model. Logs
 name the tool and the kind of failure, never arguments, results or exception text.
@@ -148,6 +151,8 @@ class _WorkerProcess:
         self.reader = reader
         self.writer = writer
         self._next_id = 0
+        #: The ``sys.path`` the worker imports from (sent with ``init``).
+        self.sys_path: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int:
@@ -411,9 +416,7 @@ class ToolRunner:
         worker = _WorkerProcess(slot, process, reader, writer)
         try:
             async with asyncio.timeout(self._start_timeout_s):
-                ready = await worker.exchange(
-                    {"op": "init", "sys_path": list(sys.path), "preload": list(self._preload)}
-                )
+                ready = await self._init(worker, self._preload)
         except BaseException as exc:
             await worker.kill()
             if isinstance(exc, TimeoutError):
@@ -430,6 +433,15 @@ class ToolRunner:
         self._set_worker(slot, worker)
         log.debug("tool worker %d started (pid %d)", slot, worker.pid)
         return worker
+
+    @staticmethod
+    async def _init(worker: _WorkerProcess, preload: Sequence[str]) -> dict[str, Any]:
+        """Send ``init`` with the gateway's current ``sys.path``; returns the ``ready`` reply."""
+        path = tuple(sys.path)
+        ready = await worker.exchange(
+            {"op": "init", "sys_path": list(path), "preload": list(preload)})
+        worker.sys_path = path
+        return ready
 
     async def _respawn(self, slot: int) -> _WorkerProcess:
         """Start a replacement worker, retrying with backoff until it works or we are cancelled."""
@@ -496,6 +508,8 @@ class ToolRunner:
         """Run one request; the flag says whether the worker is gone and must be replaced."""
         try:
             async with asyncio.timeout(request.timeout_s):
+                if worker.sys_path != tuple(sys.path):
+                    await self._init(worker, ())  # a reload moved the dialplan's code
                 reply = await worker.exchange(request.message)
         except TimeoutError:
             log.warning(

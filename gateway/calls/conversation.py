@@ -4,8 +4,11 @@
 Realtime connection) and the agent definitions. It builds the agent's ``session.update`` (tools,
 handoff tools, call-control tools), and reacts to the Realtime server events that matter for
 acting: a finished function call runs its tool (user code in a worker process, HTTP tools in the
-loop, call control here) in a named background task so audio never waits; the output goes back
-as ``function_call_output`` and one ``response.create`` follows once no response is active. A
+loop, call control here) in a named background task so audio never waits; every call gets
+exactly one ``function_call_output`` (a tool path that raises gets an error output), and one
+``response.create`` follows. Response requests are serialized: one is sent only when no response
+is requested or active, and one asked for meanwhile (or refused with
+``conversation_already_has_active_response``) is sent after the next ``response.done``. A
 handoff swaps instructions and tools on the live session and is recorded. The agent's transcript
 is checked by its output guardrails as it streams; a trip stops the audio at once and runs the
 configured action. Caller DTMF is matched against the agent's rules and batched to the model.
@@ -17,6 +20,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -39,6 +43,41 @@ DEFAULT_RETRY_MESSAGE = ("Your last answer broke a rule and was cut off. Answer 
                          "that content.")
 #: How long ``end_call`` / ``transfer_call`` wait for the agent to finish its sentence.
 FAREWELL_TIMEOUT_S = 20.0
+#: Function calls remembered to answer each exactly once (older ids are forgotten first).
+_ANSWERED_CALL_IDS = 256
+#: ``_active_response`` while our ``response.create`` waits for its ``response.created``.
+_REQUESTED = "<requested>"
+_event_ids = itertools.count(1)
+
+
+def tool_error_category(error: str | None) -> str | None:
+    """A content-free category of a tool failure for the call record and logs.
+
+    Tool errors quote exception messages, arguments and HTTP bodies (call content); the
+    category says only what kind of failure it was: ``timeout``, ``http 500``, ``busy``,
+    ``worker crashed``, ``invalid arguments``, ``connect failed``, ``unavailable``,
+    ``transfer failed``, ``unknown tool`` or ``exception``.
+
+    Args:
+        error: The outcome's error text, ``None`` for a success.
+    """
+    if error is None:
+        return None
+    text = error.lower()
+    status = re.search(r"\bhttp (\d{3})\b", text)
+    if status is not None:
+        return f"http {status.group(1)}"
+    for needle, category in (("timed out", "timeout"), ("crashed", "worker crashed"),
+                             ("cannot run now", "busy"), ("another transfer", "busy"),
+                             ("invalid arguments", "invalid arguments"),
+                             ("bad arguments", "invalid arguments"),
+                             ("could not connect", "connect failed"),
+                             ("not available", "unavailable"), ("not running", "unavailable"),
+                             ("transfer failed", "transfer failed"),
+                             ("unknown tool", "unknown tool")):
+        if needle in text:
+            return category
+    return "exception"
 
 
 @dataclass(frozen=True)
@@ -106,9 +145,14 @@ class CallAgent:
         self.history = handoffs.HandoffHistory()
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_ids = itertools.count(1)
+        #: The active response's id, ``_REQUESTED`` while our request awaits its
+        #: ``response.created``, ``None`` when the model is idle.
         self._active_response: str | None = None
+        self._request_event_id: str | None = None
+        self._answered: dict[str, None] = {}
         self._response_wanted = False
         self._response_instructions: str | None = None
+        self._last_request: str | None = None
         self._pending_tools = 0
         self._audio_started = False
         self._ending = False
@@ -158,12 +202,17 @@ class CallAgent:
     async def on_event(self, event: Any) -> None:
         """React to a Realtime server event (called by the session, in order)."""
         if isinstance(event, rt.ResponseCreated):
+            # Not necessarily ours (server VAD starts responses too): _request_event_id stays
+            # so a refusal of ours that follows is still recognised.
             self._active_response = event.response.id
             self._response_done.clear()
         elif isinstance(event, rt.ResponseDone):
-            self._active_response = None
-            self._response_done.set()
+            if self._active_response != _REQUESTED:
+                self._active_response = None
+                self._response_done.set()
             await self._maybe_respond()
+        elif isinstance(event, rt.ErrorEvent):
+            await self._on_error(event)
         elif isinstance(event, rt.ResponseOutputAudioDelta):
             self._audio_started = True
         elif isinstance(event, rt.ResponseFunctionCallArgumentsDone):
@@ -184,6 +233,30 @@ class CallAgent:
             self._response_instructions = instructions
         await self._maybe_respond()
 
+    @property
+    def response_active(self) -> bool:
+        """Whether a response is requested or streaming."""
+        return self._active_response is not None
+
+    @property
+    def responding(self) -> bool:
+        """Whether a response is requested, active or wanted (e.g. after a tool output)."""
+        return (self._active_response is not None or self._response_wanted
+                or self._pending_tools > 0)
+
+    def on_reconnected(self) -> bool:
+        """The Realtime session was replaced: forget the old session's response state.
+
+        Returns:
+            Whether a response was requested or active (it is gone and must be asked for
+            again) or wanted.
+        """
+        lost = self._active_response is not None or self._response_wanted
+        self._active_response = None
+        self._request_event_id = None
+        self._response_done.set()
+        return lost
+
     async def _maybe_respond(self) -> None:
         if (not self._response_wanted or self._active_response is not None
                 or self._pending_tools or self._ending):
@@ -191,7 +264,31 @@ class CallAgent:
         self._response_wanted = False
         instructions, self._response_instructions = self._response_instructions, None
         params = {"instructions": instructions} if instructions else None
-        await self.control.send(rt.ResponseCreate(response=params))
+        event_id = f"evt_gw_resp_{next(_event_ids)}"
+        # Claim the model before sending: a second request before response.created waits.
+        self._active_response = _REQUESTED
+        self._request_event_id = event_id
+        self._response_done.clear()
+        self._last_request = instructions
+        await self.control.send(rt.ResponseCreate(response=params, event_id=event_id))
+
+    async def _on_error(self, event: rt.ErrorEvent) -> None:
+        event_id = event.error.event_id
+        if event_id is None or event_id != self._request_event_id:
+            return
+        # Our response.create was refused. If a response (e.g. one server VAD started) is
+        # active, ask again after its response.done; otherwise give up on this one.
+        self._request_event_id = None
+        if event.error.code == "conversation_already_has_active_response":
+            self._response_wanted = True
+            if self._response_instructions is None:
+                self._response_instructions = self._last_request
+        if self._active_response == _REQUESTED:
+            if event.error.code == "conversation_already_has_active_response":
+                self._active_response = "<unknown>"  # cleared by the active one's done
+            else:
+                self._active_response = None
+                self._response_done.set()
 
     # Tools -------------------------------------------------------------------------------
 
@@ -207,6 +304,13 @@ class CallAgent:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     def _on_function_call(self, event: rt.ResponseFunctionCallArgumentsDone) -> None:
+        if event.call_id in self._answered:
+            log.warning("%s: function call %s seen twice; answered once", self.name,
+                        event.call_id)
+            return
+        self._answered[event.call_id] = None
+        while len(self._answered) > _ANSWERED_CALL_IDS:
+            del self._answered[next(iter(self._answered))]
         self._pending_tools += 1
         self._spawn(self._run_tool(event.call_id, event.name, event.arguments),
                     f"tool:{event.name}")
@@ -215,16 +319,25 @@ class CallAgent:
         started = time.monotonic()
         followup = True
         try:
-            if name in self._handoffs:
-                outcome = await self._handoff(call_id, name, arguments)
-            elif name in self._tools:
-                outcome, followup = await self._call(self._tools[name], call_id, arguments)
-            else:
-                outcome = ToolOutcome.failure(f"unknown tool {name!r}")
+            try:
+                if name in self._handoffs:
+                    outcome = await self._handoff(call_id, name, arguments)
+                elif name in self._tools:
+                    outcome, followup = await self._call(self._tools[name], call_id, arguments)
+                else:
+                    outcome = ToolOutcome.failure(f"unknown tool {name!r}")
+            except Exception as exc:
+                # Whatever broke on the way (a closed HTTP client, a full SIP command queue),
+                # the model waits for an output: it gets one.
+                log.error("%s: tool %s raised %s%s", self.name, name, type(exc).__name__,
+                          f": {exc}" if self.log_content else "")
+                outcome = ToolOutcome.failure(f"tool {name} failed: {type(exc).__name__}")
+            category = tool_error_category(outcome.error)
             self.activity.tool_calls.append({
                 "name": name, "ok": outcome.ok,
                 "duration_s": round(time.monotonic() - started, 3),
-                **({"error": outcome.error} if outcome.error else {}),
+                **({"error": outcome.error if self.log_content else category}
+                   if outcome.error else {}),
                 **({"arguments": arguments, "output": outcome.output}
                    if self.log_content else {})})
             await self.control.send(rt.ConversationItemCreate.function_call_output(

@@ -13,24 +13,42 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.calls.conversation import AgentServices
-from gateway.calls.session import CallRecord, CallSession, SessionSettings, SipControl
+from gateway.calls.session import (
+    CallRecord,
+    CallSession,
+    SessionSettings,
+    SipControl,
+    continuity_policy,
+)
 from gateway.config import Settings
-from gateway.dialplan.router import CallInfo, route_call
+from gateway.dialplan.router import CallInfo, first_values, route_call
 from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
 from gateway.errors import CallRejected, NoRouteError
 from gateway.realtime.client import RealtimeConnectOptions
-from gateway.sip.events import IncomingCall, LegEnded, RegistrationState, SipEvent
+from gateway.realtime.retry import RetryPolicy
+from gateway.sip import message
+from gateway.sip.events import (
+    CallerRefer,
+    CallRefused,
+    IncomingCall,
+    LegEnded,
+    RegistrationState,
+    SipEvent,
+)
 
 log = logging.getLogger("gateway.calls")
 
 #: Keep this many finished call records for the control API.
 _RECENT_CALLS = 200
 _TICK_S = 0.02
+#: On shutdown, how long calls get to say goodbye (BYE, record) before they are cancelled.
+SHUTDOWN_GRACE_S = 5.0
 
 
 @dataclass
@@ -42,6 +60,7 @@ class CallStats:
     redirected: int = 0
     sessions: int = 0
     ended: int = 0
+    caller_refers_refused: int = 0
 
 
 class CallManager:
@@ -65,17 +84,49 @@ class CallManager:
         self._tasks: dict[int, asyncio.Task[CallRecord]] = {}
         self.recent: list[CallRecord] = []
         self.registrations: dict[str, RegistrationState] = {}
+        #: Registration account -> source addresses its INVITEs may come from.
+        self._account_sources: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                               ...]] = {}
         self.stats = CallStats()
         self._tick: asyncio.Task[None] | None = None
         self._session_settings = SessionSettings(
             append_chunk_ms=settings.calls.append_chunk_ms,
             max_duration_s=settings.calls.max_duration_s,
             log_content=settings.logging.call_content,
+            continuity=continuity_policy(settings),
         )
 
     async def __aenter__(self) -> CallManager:
+        await self._resolve_account_sources()
         self._tick = asyncio.create_task(self._media_tick(), name="calls:media-tick")
         return self
+
+    async def _resolve_account_sources(self) -> None:
+        """Where each registration account's INVITEs may come from.
+
+        pjsua hands an INVITE to a registration account when its user part matches, whatever
+        its source; without this check anyone reaching the SIP port could use the account's
+        routes and skip ``trunk_allow``. By default the PBX's own addresses are trusted: those
+        of the registrar and the outbound proxy.
+        """
+        loop = asyncio.get_running_loop()
+        for account in self.settings.sip.accounts:
+            if account.allow_from:
+                self._account_sources[account.name] = account.allow_from
+                continue
+            nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+            for uri in (account.registrar, account.proxy or ""):
+                host = message.uri_host(uri)
+                if not host:
+                    continue
+                try:
+                    infos = await loop.getaddrinfo(host, None)
+                except OSError as exc:
+                    log.warning("account %s: cannot resolve %s (%s); its INVITEs need "
+                                "allow_from", account.name, host, exc.strerror or exc)
+                    continue
+                nets.extend(ipaddress.ip_network(info[4][0]) for info in infos)
+            self._account_sources[account.name] = tuple(dict.fromkeys(nets))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -89,12 +140,18 @@ class CallManager:
         """Entry point for every SIP event (on the loop thread)."""
         if isinstance(event, IncomingCall):
             self._offer(event)
+        elif isinstance(event, CallRefused):
+            self._count_rejected(event.status)
+            self._refused_record(event.leg_id, event.sip_call_id, event.status, event.reason,
+                                 event.detail)
         elif isinstance(event, RegistrationState):
             self.registrations[event.account] = event
             level = logging.INFO if event.active or event.expires_s == 0 else logging.WARNING
             log.log(level, "registration %s: %d %s (expires %d s)", event.account,
                     event.status, event.reason, event.expires_s)
         else:
+            if isinstance(event, CallerRefer) and not event.allowed:
+                self.stats.caller_refers_refused += 1
             session = self._sessions.get(event.leg_id)
             if session is not None:
                 session.on_sip_event(event)
@@ -106,18 +163,44 @@ class CallManager:
         try:
             self._admit(offer)
         except CallRejected as err:
-            self.stats.rejected[err.sip_status] = self.stats.rejected.get(err.sip_status, 0) + 1
+            self._count_rejected(err.sip_status)
             log.info("call %s refused: %d %s", offer.sip_call_id, err.sip_status, err.reason)
             self.sip.reject(offer.leg_id, err)
+            self._refused_record(offer.leg_id, offer.sip_call_id, err.sip_status, err.reason,
+                                 "refused by admission or dialplan")
         except Exception:
             log.exception("error admitting call %s", offer.sip_call_id)
-            self.sip.reject(offer.leg_id, CallRejected("Server Internal Error"))
+            # Our failure, not the caller's: 503 lets a PBX or front try elsewhere.
+            failure = CallRejected("Service Unavailable", sip_status=503)
+            self._count_rejected(503)
+            self.sip.reject(offer.leg_id, failure)
+            self._refused_record(offer.leg_id, offer.sip_call_id, 503, failure.reason,
+                                 "internal error while admitting the call")
+
+    def _count_rejected(self, status: int) -> None:
+        self.stats.rejected[status] = self.stats.rejected.get(status, 0) + 1
+
+    def _refused_record(self, leg_id: int, sip_call_id: str, status: int, reason: str,
+                        detail: str) -> None:
+        record = CallRecord(leg_id, sip_call_id, route="", agent=None, sip_status=status,
+                            end_reason=f"refused: {status} {reason} ({detail})")
+        self.stats.ended += 1
+        self.recent.append(record)
+        del self.recent[:-_RECENT_CALLS]
+        log.info("call record: %s", json.dumps(record.as_dict(), sort_keys=True),
+                 extra={"call_id": f"leg{leg_id}", "sip_call_id": sip_call_id})
 
     def _admit(self, offer: IncomingCall) -> None:
         if offer.account == "trunk" and not self._trunk_allowed(offer.source_ip):
             raise CallRejected("Forbidden", sip_status=403)
+        if offer.account != "trunk" and not self._account_allowed(offer.account,
+                                                                  offer.source_ip):
+            log.warning("call %s for account %s from %s, which is not its registrar/proxy "
+                        "(accounts[].allow_from): 403", offer.sip_call_id, offer.account,
+                        offer.source_ip)
+            raise CallRejected("Forbidden", sip_status=403)
         info = CallInfo(to_user=offer.to_user, from_user=offer.from_user,
-                        request_uri=offer.request_uri, headers=dict(offer.headers),
+                        request_uri=offer.request_uri, headers=first_values(offer.headers),
                         account=offer.account, source_ip=offer.source_ip,
                         caller_name=offer.from_name)
         decision = route_call(self._dialplan(), info)  # NoRouteError -> 404
@@ -138,28 +221,31 @@ class CallManager:
         options = RealtimeConnectOptions(
             url=self._realtime_url,
             model=agent.model or self.settings.realtime.model,
-            api_key=self.settings.realtime.api_key.value or "local-simulator",
+            # No placeholder to a real API; only the embedded simulator wants some token.
+            api_key=self.settings.realtime.api_key.value or (
+                "local-simulator" if self.settings.realtime.embedded else None),
             headers={k: v.value for k, v in self.settings.realtime.headers.items()},
             open_timeout_s=self.settings.realtime.open_timeout_s,
             ping_interval_s=self.settings.realtime.ping_interval_s,
+            retry=RetryPolicy(max_attempts=self.settings.realtime.connect_attempts),
         )
         session = CallSession(offer, decision, self.sip, options, self._session_settings,
                               self.services)
         self._sessions[offer.leg_id] = session
         self.stats.sessions += 1
+        content = self.settings.logging.call_content
         log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,
-                 offer.from_user if self.settings.logging.call_content else "***",
-                 offer.to_user, decision.route.name, agent.name)
+                 offer.from_user if content else "***", offer.to_user if content else "***",
+                 decision.route.name, agent.name)
         task = asyncio.create_task(session.run(), name=f"call:{offer.leg_id}:session")
         self._tasks[offer.leg_id] = task
         task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
 
     def _trunk_allowed(self, source_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(source_ip)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.settings.sip.trunk_allow)
+        return _in_networks(source_ip, self.settings.sip.trunk_allow)
+
+    def _account_allowed(self, account: str, source_ip: str) -> bool:
+        return _in_networks(source_ip, self._account_sources.get(account, ()))
 
     def _session_done(self, leg_id: int, task: asyncio.Task[CallRecord]) -> None:
         self._sessions.pop(leg_id, None)
@@ -191,16 +277,32 @@ class CallManager:
             await asyncio.sleep(max(0.0, delay))
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """End every call (BYE) and stop the media tick."""
+        """End every call (BYE, its record) and stop the media tick.
+
+        Calls are asked to end first, as if the agent hung up, so each sends BYE and writes
+        its record; only calls still running after :data:`SHUTDOWN_GRACE_S` are cancelled
+        (a cancelled session still writes its record).
+        """
+        for session in list(self._sessions.values()):
+            session.end_call("gateway shutting down")
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
+            _, pending = await asyncio.wait(tasks, timeout=min(SHUTDOWN_GRACE_S, timeout_s))
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=timeout_s)
         if self._tick is not None:
             self._tick.cancel()
-            try:
-                await self._tick
-            except asyncio.CancelledError:
-                pass
+            # wait() does not raise the tick's CancelledError, only a cancellation of close().
+            await asyncio.wait((self._tick,))
             self._tick = None
+
+
+def _in_networks(source_ip: str,
+                 nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)

@@ -5,10 +5,17 @@ session (a failure refuses the call with 503 before anyone answers), answers, co
 session for the negotiated codec once media flows, lets the agent greet, and then moves audio
 both ways: caller frames are drained by the manager's shared 20 ms tick (:meth:`pump`) and sent
 as ``input_audio_buffer.append``; agent audio goes into the leg's playout buffer. On
-``input_audio_buffer.speech_started`` the playout buffer is flushed at once and the item is
-truncated at what the caller actually heard. Either side can end the call: a caller BYE/CANCEL
-closes the Realtime session; a Realtime session that closes or fails sends BYE; so does the
-maximum call duration. Every task is named ``call:{leg}:...`` and owned here.
+``input_audio_buffer.speech_started`` (with ``interrupt_response`` on) the playout buffer is
+flushed at once and the item is truncated at what the caller actually heard; with it off the
+agent finishes its sentence. A Realtime WebSocket that drops is reconnected by the client; the
+new session gets the session configuration and the conversation so far
+(:mod:`gateway.calls.context`) before any audio, and the call carries on, with a short apology
+if the caller noticed (:mod:`gateway.calls.continuity` decides). A session that cannot come
+back within the budget transfers the caller to the fallback URI or hangs up; an old session is
+rotated to a fresh one at a quiet moment. Either side can end the call: a caller BYE/CANCEL
+closes the Realtime session; a Realtime session that closes or fails for good sends BYE; so does
+the maximum call duration. The call record is logged exactly once however the call ends, even
+when the session's task is cancelled. Every task is named ``call:{leg}:...`` and owned here.
 """
 
 from __future__ import annotations
@@ -18,19 +25,30 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.calls import continuity
 from gateway.calls.agent import session_config
+from gateway.calls.context import ConversationContext
+from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult
+from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
 from gateway.logs import CallLogger
 from gateway.media.bridge import MediaBridge
 from gateway.media.playout import PlayedState
 from gateway.realtime import events as rt
-from gateway.realtime.client import RealtimeClient, RealtimeConnectError, RealtimeConnectOptions
+from gateway.realtime.client import (
+    RealtimeClient,
+    RealtimeClosed,
+    RealtimeConnectError,
+    RealtimeConnectOptions,
+)
 from gateway.sip.events import (
     CallState,
     DtmfReceived,
@@ -47,6 +65,10 @@ log = logging.getLogger("gateway.call")
 MEDIA_TIMEOUT_S = 10.0
 #: How long to wait for the SIP side to confirm the end after we sent BYE.
 HANGUP_WAIT_S = 5.0
+#: How long a fallback transfer (after the Realtime session is lost) may take.
+FALLBACK_TRANSFER_TIMEOUT_S = 15.0
+#: Agent items of the current Realtime session remembered for truncation.
+_LIVE_ITEMS = 16
 _SIP_QUEUE_SIZE = 64
 _BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 _event_ids = itertools.count(1)
@@ -79,6 +101,7 @@ class SessionSettings:
     append_chunk_ms: int = 40
     max_duration_s: int = 3600
     log_content: bool = False
+    continuity: ContinuityPolicy = ContinuityPolicy()
 
 
 @dataclass
@@ -101,6 +124,9 @@ class CallRecord:
     handoffs: list[dict[str, object]] = field(default_factory=list)
     guardrail_events: list[dict[str, object]] = field(default_factory=list)
     dtmf_digits: int = 0
+    #: Realtime continuity: connections dropped, sessions reconnected, rotated, apologies said.
+    realtime: dict[str, int] = field(default_factory=lambda: {
+        "drops": 0, "reconnects": 0, "rotations": 0, "apologies": 0})
     #: Media counters: caller frames received / dropped (loop behind), agent frames played,
     #: dropped (playout full), silence mid-item (audio late), discarded by barge-in.
     media: dict[str, int] = field(default_factory=dict)
@@ -108,6 +134,15 @@ class CallRecord:
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able data."""
         return dataclasses.asdict(self)
+
+
+@dataclass
+class _Outage:
+    """A Realtime connection that dropped and is being reconnected."""
+
+    lost_at: float
+    agent_was_speaking: bool
+    meter: SpeechMeter = field(default_factory=SpeechMeter)
 
 
 class CallSession:
@@ -121,15 +156,16 @@ class CallSession:
         self.decision = decision
         self.agent = decision.agent
         self.sip = sip
-        self.options = options
+        # Calls ride out dropped connections: the client reconnects, the session replays.
+        self.options = dataclasses.replace(options, reconnect=True)
         self.settings = settings
         self.leg_id = offer.leg_id
         self.record = CallRecord(offer.leg_id, offer.sip_call_id, decision.route.name,
                                  self.agent.name)
         self.log = CallLogger(log, {"call_id": f"leg{offer.leg_id}",
                                     "sip_call_id": offer.sip_call_id})
-        # SIP events are few per call; 64 never fills unless the session is stuck, and then
-        # only LegEnded matters, which is also latched in ``_leg_ended``.
+        # SIP events are few per call; 64 never fills unless the session is stuck. LegEnded
+        # always gets in (the oldest event makes room) and is also latched in _leg_ended.
         self._sip_events: asyncio.Queue[SipEvent] = asyncio.Queue(_SIP_QUEUE_SIZE)
         self._leg_ended: LegEnded | None = None
         self._media_active = asyncio.Event()
@@ -138,13 +174,21 @@ class CallSession:
         self._client: RealtimeClient | None = None
         self._streaming = False
         self._session_update_id: str | None = None
-        self._interrupt_response = _interrupt_response(self.agent.turn_detection)
+        self._barge_in_enabled = _interrupt_response(self.agent.turn_detection)
         self.actor = CallAgent(decision, self, services or AgentServices(),
                                name=f"call:{offer.leg_id}", log_content=settings.log_content)
+        self.context = ConversationContext(f"gw{offer.leg_id}i")
+        self._continuity = settings.continuity
+        self._fallback = decision.route.fallback or self.agent.fallback
+        self._outage: _Outage | None = None
+        self._session_opened_at = 0.0
+        self._live_items: deque[str] = deque(maxlen=_LIVE_ITEMS)
+        self._caller_speaking = False
         self._end_requested = asyncio.Event()
         self._playout_idle = asyncio.Event()
         self._playout_idle.set()
         self._transfer: asyncio.Future[TransferResult] | None = None
+        self._record_logged = False
 
     # Called by the manager ---------------------------------------------------------------
 
@@ -158,7 +202,14 @@ class CallSession:
         try:
             self._sip_events.put_nowait(event)
         except asyncio.QueueFull:
-            self.log.error("SIP event queue full; dropped %s", type(event).__name__)
+            if not isinstance(event, LegEnded):
+                self.log.error("SIP event queue full; dropped %s", type(event).__name__)
+                return
+            # The caller's hangup must end the call: drop the oldest event to make room.
+            dropped = self._sip_events.get_nowait()
+            self.log.error("SIP event queue full; dropped %s to deliver LegEnded",
+                           type(dropped).__name__)
+            self._sip_events.put_nowait(event)
 
     def pump(self) -> None:
         """Move caller audio to the Realtime session; called every 20 ms by the manager."""
@@ -170,11 +221,31 @@ class CallSession:
         bridge, client = self._bridge, self._client
         if not frames or bridge is None or client is None or not self._streaming:
             return
+        outage = self._outage
+        if outage is not None:
+            # Nobody is listening: measure whether the caller spoke, send nothing stale.
+            for frame in frames:
+                outage.meter.feed(frame)
+            return
         for chunk in bridge.caller_frames(frames):
             client.send_audio(chunk)
 
     async def run(self) -> CallRecord:
-        """Run the call to its end; returns what happened. Never raises except cancellation."""
+        """Run the call to its end; returns what happened. Never raises except cancellation.
+
+        The call record is logged exactly once, also when this task is cancelled (then the
+        cancellation is re-raised after the record).
+        """
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            self.record.end_reason = self.record.end_reason or "cancelled"
+            self._log_record()
+            raise
+        self._log_record()
+        return self.record
+
+    async def _run(self) -> None:
         tasks = {
             self._spawn(self._watch_sip(), "sip"),
             self._spawn(self._converse(), "converse"),
@@ -191,9 +262,17 @@ class CallSession:
                                exc_info=first.exception())
             self.record.end_reason = self.record.end_reason or (reason or "ended")
         finally:
-            await _cancel_all(tasks)
-            await self.actor.close()
-            await self._end_sip_leg()
+            try:
+                await _cancel_all(tasks)
+                await self.actor.close()
+            finally:
+                # Under a second cancellation too: hangup() is sent before the first await.
+                await self._end_sip_leg()
+
+    def _log_record(self) -> None:
+        if self._record_logged:
+            return
+        self._record_logged = True
         activity = self.actor.activity
         self.record.tool_calls = activity.tool_calls
         self.record.handoffs = activity.handoffs
@@ -208,7 +287,6 @@ class CallSession:
             "tx_frames_flushed": stats.frames_flushed}
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
         self.log.info("call record: %s", json.dumps(self.record.as_dict(), sort_keys=True))
-        return self.record
 
     # Tasks -------------------------------------------------------------------------------
 
@@ -220,6 +298,8 @@ class CallSession:
             event = await self._sip_events.get()
             if isinstance(event, LegEnded):
                 self.record.sip_status = event.status
+                if event.cause:  # the SIP side ended it: no RTP, session timer
+                    return event.cause
                 return "caller hung up" if self.record.answered else "caller cancelled"
             if isinstance(event, MediaActive) and self._bridge is not None \
                     and event.codec != self._bridge.codec:
@@ -250,7 +330,8 @@ class CallSession:
     async def _converse(self) -> str:
         self.sip.answer(self.leg_id, 180, "Ringing")
         try:
-            async with RealtimeClient(self.options, name=f"call:{self.leg_id}") as client:
+            async with RealtimeClient(self.options, name=f"call:{self.leg_id}",
+                                      prelude=self.context.replay_items) as client:
                 self._client = client
                 try:
                     return await self._talk(client)
@@ -258,11 +339,13 @@ class CallSession:
                     self._streaming = False
                     self._client = None
         except RealtimeConnectError as exc:
+            if self.record.answered:  # only the first connect refuses the call
+                return f"Realtime session failed: {exc}"
             # Nobody has answered yet: refuse the call rather than answer into silence.
             self.log.error("Realtime session unavailable: %s", exc)
             self.sip.reject(self.leg_id, AgentUnavailable("Agent Unavailable"))
             self.record.sip_status = 503
-            return "agent unavailable"
+            return f"agent unavailable: {exc}"
 
     async def _talk(self, client: RealtimeClient) -> str:
         if self._leg_ended is not None:
@@ -276,23 +359,58 @@ class CallSession:
         assert self._codec is not None
         await self._configure(self._codec)
         if self.decision.greeting:
-            # Quotes delimit the line to say; ones inside it (e.g. from a caller's display
-            # name) would end it early.
-            line = " ".join(self.decision.greeting.replace('"', "'").split())
-            await client.send(rt.ResponseCreate(response={
-                "instructions": f'Greet the caller. Say exactly "{line}" now.'}))
+            await self.actor.request_response(_say_exactly(self.decision.greeting))
         self._streaming = True
+        self._session_opened_at = asyncio.get_running_loop().time()
+        rotation = asyncio.create_task(self._rotate_when_due(client),
+                                       name=f"call:{self.leg_id}:rotate")
         try:
-            async for event in client:
-                stop = await self._on_server_event(client, event)
-                if stop:
-                    return stop
-        except RealtimeError as exc:
-            return f"Realtime session failed: {exc}"
-        return "Realtime session closed"
+            return await self._receive(client)
+        finally:
+            rotation.cancel()
+            await asyncio.gather(rotation, return_exceptions=True)
+
+    async def _receive(self, client: RealtimeClient) -> str:
+        loop = asyncio.get_running_loop()
+        while True:
+            outage = self._outage
+            try:
+                if outage is None:
+                    event = await client.recv()
+                else:
+                    left = self._continuity.budget_left(outage.lost_at, loop.time())
+                    async with asyncio.timeout(left):
+                        event = await client.recv()
+            except TimeoutError:
+                return await self._session_lost(
+                    client, f"no new session within {self._continuity.reconnect_budget_s:g} s")
+            except RealtimeClosed as exc:
+                if exc.close_code == 1000 and self._outage is None:
+                    return "Realtime session closed"
+                if self._outage is not None:
+                    return await self._session_lost(client, str(exc))
+                return f"Realtime session failed: {exc}"
+            except RealtimeError as exc:
+                if self._outage is not None:
+                    return await self._session_lost(client, str(exc))
+                return f"Realtime session failed: {exc}"
+            if isinstance(event, rt.ConnectionLost):
+                self._on_connection_lost(event)
+                continue
+            if isinstance(event, rt.Reconnected):
+                await self._on_reconnected(event)
+                continue
+            self.context.on_server_event(event)
+            stop = await self._on_server_event(client, event)
+            if stop:
+                return stop
 
     async def _configure(self, codec: str) -> None:
-        assert self._client is not None
+        client = self._client
+        if client is None or not client.is_open:
+            # The Realtime session is over (a re-INVITE raced the end of the call).
+            self.log.debug("codec %s not configured: no Realtime session", codec)
+            return
         self._bridge = MediaBridge(self.agent.media, "PCMA" if codec == "PCMA" else "PCMU",
                                    chunk_ms=self.settings.append_chunk_ms)
         self.record.codec = codec
@@ -300,7 +418,88 @@ class CallSession:
         self._session_update_id = event_id
         config = session_config(self.actor.agent, self.actor.instructions(), self._bridge,
                                 tools=self.actor.tool_definitions())
-        await self._client.send(rt.SessionUpdate(session=config, event_id=event_id))
+        self._barge_in_enabled = _interrupt_response(self.actor.agent.turn_detection)
+        try:
+            await client.send(rt.SessionUpdate(session=config, event_id=event_id))
+        except RealtimeError as exc:
+            self.log.debug("session.update not sent: %s", exc)
+
+    # Continuity: reconnects, rotation, giving up -----------------------------------------
+
+    def _on_connection_lost(self, event: rt.ConnectionLost) -> None:
+        speaking = not self.offer.media.playout.is_idle or self.actor.response_active
+        self._outage = _Outage(asyncio.get_running_loop().time(), speaking)
+        self.record.realtime["drops"] += 1
+        self._caller_speaking = False
+        self.log.warning("Realtime connection lost (code %d); reconnecting for up to %g s",
+                         event.close_code, self._continuity.reconnect_budget_s)
+
+    async def _on_reconnected(self, event: rt.Reconnected) -> None:
+        loop = asyncio.get_running_loop()
+        response_lost = self.actor.on_reconnected()
+        outage, self._outage = self._outage, None
+        if event.rotated or outage is None:
+            gap = Gap(rotated=True, response_lost=response_lost)
+            self.record.realtime["rotations"] += 1
+            self.log.info("Realtime session rotated to a new one")
+        else:
+            gap = Gap(agent_was_speaking=outage.agent_was_speaking,
+                      caller_speech_ms=outage.meter.speech_ms, response_lost=response_lost)
+            self.record.realtime["reconnects"] += 1
+            self.log.info("Realtime session back after %.1f s (attempt %d); context replayed",
+                          loop.time() - outage.lost_at, event.attempt)
+        self._session_opened_at = loop.time()
+        self._live_items.clear()
+        self._caller_speaking = False
+        plan = self._continuity.resume(gap)
+        if plan.apologise is not None:
+            self.record.realtime["apologies"] += 1
+            await self.actor.request_response(_say_exactly(plan.apologise))
+        elif plan.respond:
+            await self.actor.request_response()
+
+    async def _rotate_when_due(self, client: RealtimeClient) -> None:
+        """Replace the Realtime session before the API's duration limit, at a quiet moment."""
+        loop = asyncio.get_running_loop()
+        while True:
+            age = loop.time() - self._session_opened_at
+            wait = self._continuity.rotation(age, self._quiet())
+            if wait is not None and math.isinf(wait):
+                return
+            if wait is not None:
+                await asyncio.sleep(wait)
+                continue
+            if self._outage is not None:
+                await asyncio.sleep(continuity.ROTATE_POLL_S)  # the reconnect renews it
+                continue
+            try:
+                await client.rotate()
+            except RealtimeConnectError as exc:
+                self.log.warning("Realtime session rotation failed (%s); retrying in %g s",
+                                 exc, continuity.ROTATE_RETRY_S)
+                await asyncio.sleep(continuity.ROTATE_RETRY_S)
+                continue
+            except RealtimeError:
+                return  # the session is over
+            self._session_opened_at = loop.time()
+
+    def _quiet(self) -> bool:
+        return (self.offer.media.playout.is_idle and not self.actor.responding
+                and not self._caller_speaking and self._outage is None)
+
+    async def _session_lost(self, client: RealtimeClient, why: str) -> str:
+        """The Realtime session cannot come back: fallback transfer or a polite hangup."""
+        self._streaming = False
+        self._outage = None
+        self.log.error("Realtime session lost for good: %s", why)
+        await client.close()  # stop reconnecting
+        action = self._continuity.when_lost(self._fallback)
+        if isinstance(action, continuity.Transfer):
+            result = await self.transfer(action.uri, FALLBACK_TRANSFER_TIMEOUT_S)
+            if result.ok:
+                return "Realtime session lost; transferred to the fallback"
+            self.log.warning("fallback transfer failed: %d %s", result.status, result.reason)
+        return "Realtime session lost"
 
     # Server events -----------------------------------------------------------------------
 
@@ -309,6 +508,8 @@ class CallSession:
         bridge = self._bridge
         assert bridge is not None
         if isinstance(event, rt.ResponseOutputAudioDelta):
+            if event.item_id not in self._live_items:
+                self._live_items.append(event.item_id)
             pcm = bridge.agent_audio(event.audio())
             if pcm:
                 playout.push(event.item_id, event.content_index, pcm)
@@ -318,14 +519,19 @@ class CallSession:
                 playout.push(event.item_id, event.content_index, tail)
             playout.mark_done(event.item_id)
         elif isinstance(event, rt.InputAudioBufferSpeechStarted):
+            self._caller_speaking = True
             await self._barge_in(client)
+        elif isinstance(event, rt.InputAudioBufferSpeechStopped):
+            self._caller_speaking = False
         elif isinstance(event, rt.SessionCreated):
             self.record.rt_session_id = str(event.session.get("id", "")) or None
             self.log.extra = {**(self.log.extra or {}), "rt_session": self.record.rt_session_id}
         elif isinstance(event, rt.ResponseDone):
             self.record.responses += 1
         elif isinstance(event, rt.ErrorEvent):
-            return self._on_error(event)
+            stop = self._on_error(event)
+            if stop:
+                return stop
         elif isinstance(event, rt.ResponseOutputAudioTranscriptDone) and self.settings.log_content:
             self.log.info("agent said: %s", event.transcript)
         await self.actor.on_event(event)
@@ -334,9 +540,29 @@ class CallSession:
     # CallControl (what the agent may do to the call) ----------------------------------
 
     async def send(self, event: rt.ClientEvent) -> None:
-        """Send a client event on this call's Realtime session."""
-        if self._client is not None:
-            await self._client.send(event)
+        """Send a client event on this call's Realtime session.
+
+        Conversation items get an id and go into the replay record. While the connection is
+        down, items wait for the replay and events that only made sense on the old session
+        (truncate, cancel, response.create: the resume plan asks again) are dropped. After
+        the session ended, events are dropped.
+        """
+        client = self._client
+        if client is None:
+            return
+        if isinstance(event, rt.ConversationItemCreate):
+            if "id" not in event.item:
+                event = dataclasses.replace(event, item={"id": self.context.new_id(),
+                                                         **event.item})
+            self.context.on_client_item(event.item)
+            if self._outage is not None:
+                return
+        elif self._outage is not None and not isinstance(event, rt.SessionUpdate):
+            return
+        try:
+            await client.send(event)
+        except RealtimeError as exc:
+            self.log.debug("%s not sent: %s", event.type, exc)
 
     def flush_playout(self) -> PlayedState | None:
         """Stop the agent's audio at once; what of the current item was heard."""
@@ -361,11 +587,21 @@ class CallSession:
             self._end_requested.set()
 
     async def transfer(self, uri: str, timeout_s: float) -> TransferResult:
-        """REFER the caller to ``uri`` and wait for the final NOTIFY."""
+        """REFER the caller to ``uri`` and wait for the final NOTIFY.
+
+        A second transfer while one is in progress is refused (491) rather than sent.
+        """
+        if self._transfer is not None:
+            self.log.warning("transfer refused: another transfer is in progress")
+            return TransferResult(False, 491, "another transfer is in progress")
         self._transfer = asyncio.get_running_loop().create_future()
         self.log.info("transferring the call by REFER")
-        self.sip.transfer(self.leg_id, uri)
         try:
+            try:
+                self.sip.transfer(self.leg_id, uri)
+            except Exception as exc:  # e.g. the SIP command queue is full
+                self.log.error("REFER not sent: %s", type(exc).__name__)
+                return TransferResult(False, 500, "the transfer could not be started")
             return await asyncio.wait_for(self._transfer, timeout_s)
         except TimeoutError:
             return TransferResult(False, 408, "no final NOTIFY in time")
@@ -378,16 +614,20 @@ class CallSession:
 
     async def _barge_in(self, client: RealtimeClient) -> None:
         """Stop the agent within one frame and truncate at what the caller heard."""
+        if not self._barge_in_enabled:
+            # interrupt_response: false: the agent finishes; the server keeps its response.
+            return
         played = self.flush_playout()
         if played is None:
             return  # the caller spoke while the agent was quiet: nothing to interrupt
         self.record.barge_ins += 1
-        if not self._interrupt_response:
-            await client.send(rt.ResponseCancel())
+        if played.item_id not in self._live_items:
+            return  # audio of a replaced session: the new one has no such item
         # flush() reports the item still being played: its tail was cut, so the server's
-        # copy must lose what the caller never heard.
+        # copy must lose what the caller never heard. The server cancels the response itself
+        # (interrupt_response: true).
         self.record.truncates += 1
-        await client.send(rt.ConversationItemTruncate(
+        await self.send(rt.ConversationItemTruncate(
             item_id=played.item_id, content_index=played.content_index,
             audio_end_ms=played.audio_end_ms))
         self.log.info("barge-in: truncated agent item at %d ms of %d ms received",
@@ -425,8 +665,25 @@ class CallSession:
             self.record.sip_status = self._leg_ended.status
 
 
+def continuity_policy(settings: Settings) -> ContinuityPolicy:
+    """The calls' reconnect, rotation and fallback policy from the configuration."""
+    rt_settings, calls = settings.realtime, settings.calls
+    return ContinuityPolicy(reconnect_budget_s=rt_settings.reconnect_budget_s,
+                            rotate_after_s=rt_settings.rotate_after_s or None,
+                            apology=calls.reconnect_apology, on_lost=calls.on_realtime_lost)
+
+
 def _interrupt_response(turn_detection: object) -> bool:
-    return bool(getattr(turn_detection, "interrupt_response", False))
+    """Whether the caller may talk over the agent (barge-in) with this turn detection."""
+    return turn_detection is not None and bool(getattr(turn_detection, "interrupt_response",
+                                                       False))
+
+
+def _say_exactly(line: str) -> str:
+    # Quotes delimit the line to say; ones inside it (e.g. from a caller's display name)
+    # would end it early.
+    line = " ".join(line.replace('"', "'").split())
+    return f'Say exactly "{line}" now.'
 
 
 async def _cancel_all(tasks: set[asyncio.Task[str]]) -> None:
@@ -436,4 +693,3 @@ async def _cancel_all(tasks: set[asyncio.Task[str]]) -> None:
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             log.debug("call task ended with %r", result)
-

@@ -158,6 +158,8 @@ class CapabilityParser:
         self.env = env
         self.describe = describe
         self.key_texts = key_texts
+        #: Every environment value put into a header, for the log redaction filter.
+        self.env_secrets: list[Secret] = []
 
     # -- tools: --------------------------------------------------------------------------------
 
@@ -295,6 +297,7 @@ class CapabilityParser:
                 r.error(key, f"environment variable {name} is not set")
                 ok = False
                 return ""
+            self.env_secrets.append(Secret(self.env[name]))
             return self.env[name]
 
         value = _ENV_REF_RE.sub(replace, text)

@@ -12,7 +12,10 @@ the including file's own routes, and their top-level variables are used only whe
 including file does not set the same name. A file reached twice (not in a cycle) is read once.
 Reading files goes through a replaceable function so the parsing itself stays pure; the only
 other effects are importing the Python tools, guardrails and Agents SDK agents the plan names
-(``sdk_agent:`` routes, through :mod:`gateway.agents.sdk`), so a wrong path fails here.
+(``sdk_agent:`` routes, through :mod:`gateway.agents.sdk`), so a wrong path fails here, and
+putting the plan's search path for them first on ``sys.path`` beforehand: the loaded file's
+``python_path:`` directories (its own directory when it has none), then those of its includes
+in reading order, each relative to the file that names it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from gateway.dialplan.capabilities import (
     Where,
 )
 from gateway.dialplan.conditions import MatchParser
-from gateway.dialplan.pyimport import PATH_RE, Describe, default_describer
+from gateway.dialplan.pyimport import PATH_RE, Describe, default_describer, use_search_path
 from gateway.dialplan.schema import (
     DEFAULT_VOICE,
     VOICES,
@@ -168,6 +171,7 @@ class _Settings:
     transcription: Transcription | None
     greeting: Template | None
     max_duration_s: int | None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class _Builder:
         self.unparsed: set[str] = set()
         self.routes_written = False  # any non-empty ``routes:``, even a broken one
         self.routes_line: int | None = None  # of the loaded file's ``routes:``, if any
+        self.python_path: list[str] = []  # absolute directories, in search order
 
     # -- files ------------------------------------------------------------------------------
 
@@ -226,6 +231,7 @@ class _Builder:
         if not stack:
             self.routes_line = doc.lines.get(("routes",))
         includes = self._includes(top)
+        self._python_path(top, loaded=not stack)  # before any import below
         for name, value in self._variables(top, "variables").items():
             self.variables.setdefault(name, value)
         for tool, spec, at in self.caps.tool_definitions(top):
@@ -261,6 +267,33 @@ class _Builder:
                 continue
             out.append((os.path.normpath(os.path.join(base, item)), at))
         return out
+
+    def _python_path(self, top: Reader, *, loaded: bool) -> None:
+        """Add the file's ``python_path:`` directories to the plan's search path and use it."""
+        value = top.raw("python_path")
+        base = os.path.dirname(top.doc.source)
+        if value is None:
+            # Only a real file has a directory; a text given with a label has none.
+            if loaded and os.path.isfile(top.doc.source):
+                self.python_path.append(os.path.abspath(base or os.curdir))
+        else:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list):
+                top.error("python_path", "must be a directory or a list of directories")
+                items = []
+            for i, item in enumerate(items):
+                at = self._where(top.doc, ("python_path",) if isinstance(value, str)
+                                 else ("python_path", i))
+                if not isinstance(item, str) or not item:
+                    self.errors.append(at.error("must be a directory name"))
+                    continue
+                directory = os.path.abspath(os.path.join(base, item))
+                if not os.path.isdir(directory):
+                    self.errors.append(at.error(f"{item}: no such directory (relative to"
+                                                f" {base or os.curdir})"))
+                    continue
+                self.python_path.append(directory)
+        use_search_path(self.python_path)
 
     def _include(self, target: str, at: Where, stack: tuple[str, ...]) -> list[_PendingRoute]:
         key = os.path.abspath(target)
@@ -298,7 +331,8 @@ class _Builder:
             name=name, instructions=instructions, voice=settings.voice, model=settings.model,
             media=settings.media, turn_detection=settings.turn_detection,
             transcription=settings.transcription, greeting=settings.greeting,
-            max_duration_s=settings.max_duration_s, source=at.source, line=at.line,
+            max_duration_s=settings.max_duration_s, fallback=settings.fallback,
+            source=at.source, line=at.line,
         )
         first = self.agents.get(name)
         if first is not None:
@@ -317,7 +351,19 @@ class _Builder:
         max_duration = r.int("max_duration_s", min=1, max=86400) if r.has("max_duration_s") \
             else None
         return _Settings(voice, model, "transcode" if media == "transcode" else "native",
-                         turn_detection, transcription, greeting, max_duration)
+                         turn_detection, transcription, greeting, max_duration,
+                         self._fallback(r))
+
+    @staticmethod
+    def _fallback(r: Reader) -> str | None:
+        """An optional ``fallback:`` SIP URI (where a call goes if its agent is lost)."""
+        if not r.has("fallback"):
+            r.raw("fallback")
+            return None
+        uri = r.str("fallback")
+        r.check("fallback", URI_RE.fullmatch(uri) is not None,
+                "must be a sip:, sips: or tel: URI without spaces or <>\"")
+        return uri
 
     def _template(self, r: Reader, key: str, *, required: bool) -> Template | None:
         if not required and not r.has(key):
@@ -458,9 +504,13 @@ class _Builder:
             else:
                 action = self._refer(r)
         variables = self._variables(r, "variables")
+        fallback = self._fallback(r)
+        if fallback is not None and not isinstance(action, AgentAction):
+            r.error("fallback", "applies to agent routes only (agent or sdk_agent)")
         r.finish()
         route = Route(name=name, match=match, action=action,
-                      variables=MappingProxyType(variables), source=at.source, line=at.line)
+                      variables=MappingProxyType(variables), fallback=fallback,
+                      source=at.source, line=at.line)
         return _PendingRoute(route, name_at, agent_at)
 
     def _sdk_route(self, r: Reader, at: Where) -> AgentAction:
@@ -500,7 +550,8 @@ class _Builder:
                     spec, voice=settings.voice, model=settings.model, media=settings.media,
                     turn_detection=settings.turn_detection, transcription=settings.transcription,
                     greeting=settings.greeting if spec.name == plan.start else None,
-                    max_duration_s=settings.max_duration_s, source=at.source, line=at.line),
+                    max_duration_s=settings.max_duration_s, fallback=settings.fallback,
+                    source=at.source, line=at.line),
                 pending=extra.with_sdk(spec.capabilities, at), path=path, options=options,
                 at=at))
         return AgentAction(plan.start, sdk_agent=path)
@@ -642,6 +693,8 @@ class _Builder:
             variables=MappingProxyType(dict(self.variables)),
             tools=MappingProxyType({name: spec for name, (spec, _) in self.tools.items()
                                     if spec is not None}),
+            python_path=tuple(dict.fromkeys(self.python_path)),
+            env_secrets=tuple(self.caps.env_secrets),
         )
 
     def _resolve_agents(self) -> None:

@@ -5,14 +5,22 @@ typo or a missing module is a load error with a line number rather than a failed
 descriptions and argument schemas come from the tool runtime's
 :func:`gateway.agents.schema.describe_tool`, the one source of truth for both. Importing runs
 the module's top-level code, nothing else; nothing is called.
+
+Where modules are found is the dialplan's own business, not the working directory's: the loader
+puts the plan's search path (its ``python_path:`` directories, or the dialplan file's own
+directory) first on ``sys.path`` with :func:`use_search_path` before importing anything, so the
+``gateway`` console script and ``python -m gateway`` find the same code. Tool worker processes
+copy the gateway's ``sys.path``, so they search the same directories.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
+import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from gateway.agents import schema
@@ -48,6 +56,22 @@ def import_object(path: str) -> Any:
         return schema.import_object(path)
     except ValueError as exc:
         raise ImportProblem(str(exc)) from None
+
+
+def use_search_path(directories: Sequence[str]) -> None:
+    """Put ``directories`` first on ``sys.path``, in this order, each once.
+
+    Entries already elsewhere on the path move to the front, so a dialplan's directories win
+    over the working directory that ``python -m`` adds, whichever entry point started us.
+
+    Args:
+        directories: Absolute directory names, most important first.
+    """
+    front = list(dict.fromkeys(directories))
+    if not front or sys.path[:len(front)] == front:
+        return
+    sys.path[:] = front + [entry for entry in sys.path if entry not in front]
+    importlib.invalidate_caches()  # a directory created after start-up must be seen
 
 
 def import_callable(path: str) -> Callable[..., Any]:

@@ -13,7 +13,7 @@ comparisons only. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import MappingProxyType
@@ -38,6 +38,25 @@ def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
     return ip
 
 
+def first_values(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """One value per header name: the first of each, names compared case-insensitively.
+
+    A header repeated in an INVITE (two ``X-Route`` lines) routes on its first value, as the
+    SIP adapter reads it: for a header allowed only once, the first is authoritative (RFC 3261
+    §7.3), and routing must not depend on which copy a proxy appended.
+
+    Args:
+        headers: ``(name, value)`` pairs in message order.
+    """
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in headers:
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            out[name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class CallInfo:
     """What the router knows about an incoming call.
@@ -46,7 +65,9 @@ class CallInfo:
         to_user: User part of the To URI (the number dialled).
         from_user: User part of the From URI (the caller).
         request_uri: The full Request-URI, e.g. ``sip:+18005550100@gw.example.com``.
-        headers: SIP headers; looked up case-insensitively through :meth:`header`.
+        headers: SIP headers; looked up case-insensitively through :meth:`header`. Build it
+            with :func:`first_values` from the message's header list; names differing only in
+            case keep the first of them here too.
         account: Name of the ingress account or transport, if known.
         source_ip: Address the INVITE came from.
         caller_name: Display name of the From header, if any.
@@ -63,7 +84,9 @@ class CallInfo:
     _ip: IPv4Address | IPv6Address | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_lower = {name.lower(): value for name, value in self.headers.items()}
+        by_lower: dict[str, str] = {}
+        for name, value in self.headers.items():
+            by_lower.setdefault(name.lower(), value)
         object.__setattr__(self, "_by_lower", MappingProxyType(by_lower))
         object.__setattr__(self, "_ip", _parse_ip(self.source_ip))
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
 from gateway.agents.spec import AgentCapabilities, ToolSpec
+from gateway.config import Secret
 from gateway.dialplan.template import Template
 
 if TYPE_CHECKING:
@@ -197,6 +198,9 @@ class AgentSpec:
         transcription: Caller-audio transcription, or ``None`` (off).
         greeting: Template the agent says first, or ``None`` (the caller speaks first).
         max_duration_s: Call limit for this agent, or ``None`` for the gateway's.
+        fallback: SIP URI the caller is transferred to (REFER) when the agent's Realtime
+            session is lost for good mid-call, or ``None`` (hang up). A route's own
+            ``fallback`` wins.
         source: File the agent was defined in (for an Agents SDK agent: the file of the route
             that names it).
         line: Line of its definition.
@@ -212,6 +216,7 @@ class AgentSpec:
     transcription: Transcription | None = None
     greeting: Template | None = None
     max_duration_s: int | None = None
+    fallback: str | None = None
     source: str = ""
     line: int | None = None
     capabilities: AgentCapabilities = AgentCapabilities()
@@ -258,12 +263,17 @@ Action = AgentAction | RejectAction | ReferAction
 
 @dataclass(frozen=True)
 class Route:
-    """One dialplan entry: conditions, one action, and variables for the agent's templates."""
+    """One dialplan entry: conditions, one action, and variables for the agent's templates.
+
+    ``fallback`` (agent routes only) is the SIP URI the caller is transferred to when the
+    agent's Realtime session is lost for good mid-call; it overrides the agent's own.
+    """
 
     name: str
     match: Match
     action: Action
     variables: Mapping[str, str] = field(default_factory=_empty)
+    fallback: str | None = None
     source: str = ""
     line: int | None = None
 
@@ -284,6 +294,10 @@ class Dialplan:
         source_files: Every file read, the loaded one first.
         variables: Top-level variables; a route's own variables override them.
         tools: The top-level ``tools:`` definitions, by name.
+        python_path: Absolute directories searched first for the plan's Python code, in
+            order (``python_path:`` of each file, or the loaded file's directory).
+        env_secrets: Environment values the plan put into HTTP tool headers (``${NAME}``),
+            for the log redaction filter.
     """
 
     routes: tuple[Route, ...]
@@ -291,6 +305,8 @@ class Dialplan:
     source_files: tuple[str, ...]
     variables: Mapping[str, str] = field(default_factory=_empty)
     tools: Mapping[str, ToolSpec] = field(default_factory=_no_tools)
+    python_path: tuple[str, ...] = ()
+    env_secrets: tuple[Secret, ...] = ()
 
     def reachable(self, name: str) -> tuple[AgentSpec, ...]:
         """Agent ``name`` and every agent it can reach through handoffs, breadth first."""

@@ -6,9 +6,13 @@ WebSocket (retrying refused connections, timeouts and transient HTTP statuses pe
 drains a bounded outbox to the socket and ``rt-recv`` decodes every message into a bounded
 inbox; when either ends, the other is cancelled. Control events apply backpressure, caller
 audio never waits (see :meth:`RealtimeClient.send_audio`). With ``reconnect`` on, a retryable
-close opens a new connection, sends the effective session configuration before anything else
-and yields a :class:`~gateway.realtime.events.Reconnected` pseudo-event. The client speaks the
-wire only: the call session above it owns the conversation. Nothing here logs or raises with
+close yields a :class:`~gateway.realtime.events.ConnectionLost` pseudo-event, opens a new
+connection, sends the effective session configuration and then the caller's ``prelude`` events
+(e.g. replayed conversation items) before anything else, and yields a
+:class:`~gateway.realtime.events.Reconnected` pseudo-event. :meth:`RealtimeClient.rotate` does
+the same on purpose while the old connection still works (a session nearing the API's duration
+limit): the new connection is configured first, then takes over. The client speaks the wire
+only: the call session above it owns the conversation. Nothing here logs or raises with
 an API key, a header value, a URL query or call content.
 """
 
@@ -18,7 +22,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Generic, Literal, Self, TypeVar
@@ -36,6 +40,7 @@ from gateway import __version__
 from gateway.errors import RealtimeError
 from gateway.realtime.events import (
     ClientEvent,
+    ConnectionLost,
     InputAudioBufferAppend,
     Reconnected,
     SessionConfig,
@@ -206,6 +211,7 @@ class RealtimeClientStats:
         audio_chunks_dropped: Audio chunks refused by :meth:`RealtimeClient.send_audio`.
         protocol_errors: Received messages skipped because they could not be decoded.
         reconnects: Successful reconnects.
+        rotations: Successful rotations to a new connection (:meth:`RealtimeClient.rotate`).
     """
 
     messages_sent: int = 0
@@ -214,6 +220,7 @@ class RealtimeClientStats:
     audio_chunks_dropped: int = 0
     protocol_errors: int = 0
     reconnects: int = 0
+    rotations: int = 0
 
 
 class _Channel(Generic[_T]):
@@ -282,6 +289,9 @@ class RealtimeClient:
         options: Where and how to connect.
         name: Prefix of task names and log lines, e.g. ``call:1f3a``.
         rand: Source of uniform ``[0, 1)`` numbers for retry jitter.
+        prelude: Called each time a new connection is configured (reconnect or rotation);
+            its events are sent right after the session configuration and before anything
+            queued, e.g. the conversation items the new server session needs.
     """
 
     def __init__(
@@ -290,9 +300,11 @@ class RealtimeClient:
         *,
         name: str,
         rand: Callable[[], float] = random.random,
+        prelude: Callable[[], Sequence[ClientEvent]] | None = None,
     ) -> None:
         self.options = options
         self.name = name
+        self.prelude = prelude
         self.stats = RealtimeClientStats()
         self._rand = rand
         self._state: _State = "new"
@@ -305,10 +317,14 @@ class RealtimeClient:
         self._send_ws: ClientConnection | None = None  # published to rt-send once configured
         self._generation = 0
         self._published = asyncio.Condition()
+        # Held while a connection is being replaced (reconnect or rotation), so the two never
+        # replace the same connection twice.
+        self._switching = asyncio.Lock()
         self._session: SessionConfig | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._terminal: RealtimeError | None = None
         self._closing = False
+        self._rotated_from: ClientConnection | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -372,6 +388,43 @@ class RealtimeClient:
     def is_open(self) -> bool:
         """Whether the client is running (possibly reconnecting)."""
         return self._state == "open"
+
+    async def rotate(self) -> int:
+        """Move to a new connection (a new server session) without losing queued events.
+
+        Opens the new WebSocket (retrying per policy) while the current one keeps working,
+        sends it the effective session and the ``prelude`` events, then hands it to the send
+        task and closes the old connection with 1000. Events the old connection delivered
+        before its close are still yielded, then a ``Reconnected(rotated=True)``, then the new
+        connection's events. Caller audio sent during the hand-over goes to the new one.
+
+        Returns:
+            Connection attempts it took.
+
+        Raises:
+            RealtimeConnectError: No new connection could be opened; the current one stays.
+            RealtimeError: The client has ended.
+        """
+        self._check_started()
+        if self._state != "open" or self._closing:
+            raise self._end_error()
+        async with self._switching:
+            new, attempt = await self._connect_with_retry()
+            old = self._ws
+            try:
+                if not self.is_open or self._closing:
+                    raise self._end_error()
+                await self._publish(new)
+            except BaseException:
+                await new.close(1000)
+                raise
+            self._rotated_from = old
+            self._ws = new
+        self.stats.rotations += 1
+        if old is not None:
+            await old.close(1000)
+        log.info("%s: Realtime session rotated to a new connection", self.name)
+        return attempt
 
     # ------------------------------------------------------------------ sending
 
@@ -580,6 +633,14 @@ class RealtimeClient:
                         return
             except ConnectionClosed:
                 pass  # the close code below says whether it was clean
+            if self._ws is not ws and self._ws is not None:
+                # rotate() replaced this connection: everything it delivered is out.
+                rotated = ws is self._rotated_from
+                ws = self._ws
+                if rotated and not await self._inbox.put(
+                        Reconnected(attempt=1, close_code=None, rotated=True)):
+                    return
+                continue
             code = ws.close_code if ws.close_code is not None else 1006
             reason = ws.close_reason or ""
             if self._closing or code == 1000:
@@ -589,26 +650,37 @@ class RealtimeClient:
                 log.warning("%s: Realtime connection closed with code %d", self.name, code)
                 self._terminal = RealtimeClosed(code, reason, retryable=retryable)
                 return
-            log.warning("%s: Realtime connection lost (code %d), reconnecting", self.name, code)
-            try:
-                ws, attempt = await self._connect_with_retry()
-            except RealtimeConnectError as exc:
-                self._terminal = exc
-                return
-            self._ws = ws
-            await self._publish(ws)
+            async with self._switching:
+                if self._ws is not ws:
+                    continue  # a rotation replaced it while we waited: read the new one
+                log.warning("%s: Realtime connection lost (code %d), reconnecting",
+                            self.name, code)
+                if not await self._inbox.put(ConnectionLost(close_code=code)):
+                    return
+                try:
+                    ws, attempt = await self._connect_with_retry()
+                except RealtimeConnectError as exc:
+                    self._terminal = exc
+                    return
+                self._ws = ws
+                await self._publish(ws)
             self.stats.reconnects += 1
             if not await self._inbox.put(Reconnected(attempt=attempt, close_code=code)):
                 return
 
     async def _publish(self, ws: ClientConnection) -> None:
-        """Send the effective session on ``ws``, then hand ``ws`` to the send task."""
+        """Send the effective session and the prelude on ``ws``, then hand it to rt-send."""
+        first: list[ClientEvent] = []
         if self._session is not None:
-            try:
-                await ws.send(encode(SessionUpdate(self._session)))
+            first.append(SessionUpdate(self._session))
+        if self.prelude is not None:
+            first.extend(self.prelude())
+        try:
+            for event in first:
+                await ws.send(encode(event))
                 self.stats.messages_sent += 1
-            except ConnectionClosed:
-                pass  # the receive loop sees the close next and handles it
+        except ConnectionClosed:
+            pass  # the receive loop sees the close next and handles it
         async with self._published:
             self._send_ws = ws
             self._generation += 1

@@ -646,12 +646,29 @@ class Reconnected:
 
     Attributes:
         attempt: Connection attempts this reconnect took (1 = the first try worked).
-        close_code: Close code of the connection that was lost.
+        close_code: Close code of the connection that was lost (``None`` after a rotation).
+        rotated: The client replaced a working connection on purpose
+            (:meth:`gateway.realtime.client.RealtimeClient.rotate`); nothing was lost.
     """
 
     attempt: int
     close_code: int | None = None
+    rotated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """Pseudo-event from the client: the WebSocket dropped and a reconnect has begun.
+
+    Sent only with ``reconnect`` on, before the first new attempt. A :class:`Reconnected`
+    follows if a new connection opens; otherwise iteration ends with the connect error.
+
+    Attributes:
+        close_code: Close code of the connection that was lost (1006 without a close frame).
+    """
+
+    close_code: int
 
 
 #: What iterating a :class:`gateway.realtime.client.RealtimeClient` yields.
-StreamEvent: TypeAlias = ServerEvent | Reconnected
+StreamEvent: TypeAlias = ServerEvent | Reconnected | ConnectionLost

@@ -45,6 +45,9 @@ MAX_MESSAGE_BYTES: Final = 24 * 1024 * 1024
 #: How long a close handshake may take before the socket is just dropped.
 CLOSE_TIMEOUT_S: Final = 2.0
 _OUTBOX_OVERFLOW: Final = Close(1008, "Client is not reading server events.")
+#: Closed sessions a long-running simulator keeps for inspection (``gateway sim`` and the
+#: gateway's embedded simulator): enough to look at the last calls, bounded so memory is flat.
+SERVICE_KEEP_CLOSED: Final = 16
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class SimOptions:
         tts_engine: ``auto`` (espeak-ng if installed, else tones), ``espeak`` or ``tone``.
         response_latency_ms: Delay between ``response.created`` and the first output.
         default_model: Model reported for ``?call_id=`` sessions.
+        keep_closed: Closed sessions kept in :attr:`SimulatorServer.sessions` with their
+            event logs. ``None`` keeps all of them, for tests that read them afterwards; a
+            long-running simulator (``gateway sim``, the gateway's embedded one) keeps a few,
+            because each holds every event of its call (about 50 kB for a short call, all
+            its audio for a long one) and keeping all of them grows memory without bound.
     """
 
     speed: float = 4.0
@@ -64,6 +72,7 @@ class SimOptions:
     tts_engine: str = "auto"
     response_latency_ms: int = 50
     default_model: str = "gpt-realtime-2.1"
+    keep_closed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -74,6 +83,8 @@ class SimOptions:
             raise ValueError(f"tts_engine must be one of {', '.join(ENGINES)}")
         if self.response_latency_ms < 0:
             raise ValueError("response_latency_ms must not be negative")
+        if self.keep_closed is not None and self.keep_closed < 0:
+            raise ValueError("keep_closed must not be negative")
 
 
 class _Changes:
@@ -112,7 +123,8 @@ class SimConnection:
     """One client connection (a Realtime session) as the tests see it.
 
     Attributes:
-        index: Position in :attr:`SimulatorServer.sessions`.
+        index: Connection number, from 0 in connection order (its position in
+            :attr:`SimulatorServer.sessions` unless closed sessions are forgotten).
         core: The pure session state machine.
         query: Query parameters of the upgrade request.
         headers: Request headers, with ``Authorization`` and ``api-key`` removed.
@@ -279,7 +291,8 @@ class SimulatorServer:
         options: Speed, chunking, TTS engine, latency, default model.
 
     Attributes:
-        sessions: Every accepted connection, live and closed, in connection order.
+        sessions: Every accepted connection, live and closed, in connection order (only the
+            newest ``options.keep_closed`` closed ones when that is set).
         connect_attempts: Upgrade requests seen, including refused ones.
     """
 
@@ -295,6 +308,7 @@ class SimulatorServer:
         self.scenarios = scenarios or ScenarioBook.default()
         self.options = options
         self.sessions: list[SimConnection] = []
+        self._opened = 0
         self.connect_attempts = 0
         self._fail_next = 0
         self._fail_status = 503
@@ -356,10 +370,12 @@ class SimulatorServer:
 
     async def wait_for_session(self, index: int = 0, timeout: float = 5) -> SimConnection:  # noqa: ASYNC109
         """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect."""
-        await self._changes.wait_for(
-            lambda: len(self.sessions) > index, timeout, f"session {index}"
+        found: SimConnection = await self._changes.wait_for(
+            lambda: next((s for s in self.sessions if s.index == index), None),
+            timeout,
+            f"session {index}",
         )
-        return self.sessions[index]
+        return found
 
     async def close_all(
         self, code: int = 1011, reason: str = "Simulated server failure.", *, abort: bool = False
@@ -413,8 +429,11 @@ class SimulatorServer:
             for k, v in request.headers.items()
             if k.lower() not in ("authorization", "api-key")
         }
-        conn = SimConnection(len(self.sessions), core, query, headers, self._changes)
         await ws.prepare(request)
+        # Numbered once accepted, with no await before the append: indexes stay unique and, while
+        # nothing is forgotten, equal to positions in ``sessions``.
+        conn = SimConnection(self._opened, core, query, headers, self._changes)
+        self._opened += 1
         conn._transport = request.transport
         self.sessions.append(conn)
         self._changes.notify()
@@ -511,8 +530,18 @@ class SimulatorServer:
         conn.closed = True
         if conn.close_code is None:  # closed by the client (or the connection broke)
             conn.close_code = ws.close_code
+        self._forget_closed()
         self._changes.notify()
         _log.info("sim session %d closed (code %s)", conn.index, ws.close_code)
+
+    def _forget_closed(self) -> None:
+        keep = self.options.keep_closed
+        if keep is None:
+            return
+        closed = [s for s in self.sessions if s.closed]
+        if len(closed) > keep:
+            gone = {id(s) for s in closed[: len(closed) - keep]}
+            self.sessions[:] = [s for s in self.sessions if id(s) not in gone]
 
     async def _drive(self, conn: SimConnection, run: ResponseRun) -> None:
         loop = asyncio.get_running_loop()

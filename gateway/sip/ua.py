@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import re
 import sys
@@ -63,8 +62,6 @@ ANSWER_DEADLINE_S = 45.0
 RETRY_AFTER_S = 5
 #: How often the RTP inactivity check reads each call's receive counters.
 _MEDIA_CHECK_S = 1.0
-#: System CA bundle used to verify TLS servers when no ``ca_file`` is configured (Debian).
-SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 _FRAME_BYTES = 320  # 20 ms of PCM16 at 8 kHz
 _DTMF_IS_UPDATE = 1  # PJMEDIA_STREAM_DTMF_IS_UPDATE (pjmedia/stream.h; not exported by SWIG)
 _COMMAND_QUEUE_SIZE = 1024
@@ -482,8 +479,14 @@ class SipUserAgent:
         if t.type == "tls":
             tc.tlsConfig.certFile = t.cert_file or ""
             tc.tlsConfig.privKeyFile = t.key_file or ""
-            ca = t.ca_file or (SYSTEM_CA_FILE if os.path.exists(SYSTEM_CA_FILE) else "")
-            tc.tlsConfig.CaListFile = ca
+            # No implicit system bundle: pjsip also sends the CA file's names in its
+            # CertificateRequest as a server, and the ~140 of a system bundle made incoming
+            # TLS handshakes fail. Name the PBX's CA (or a bundle) explicitly.
+            tc.tlsConfig.CaListFile = t.ca_file or ""
+            if t.verify_server and not t.ca_file:
+                log.warning("tls transport %s:%d verifies servers but has no ca_file: "
+                            "outgoing TLS (registrations) will fail verification until "
+                            "ca_file names the CA", t.host, t.port)
             tc.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
             # Outgoing TLS (a registration to a PBX) checks the server's chain and name;
             # without it anyone on the path could pose as the PBX.

@@ -86,6 +86,7 @@ class Gateway:
 async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIET_AGENT, *,
                       sip: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                       calls: Mapping[str, Any] | None = None, call_content: bool = False,
+                      realtime: Mapping[str, Any] | None = None,
                       run_seconds: float = 120.0) -> AsyncIterator[Gateway]:
     """Start ``gateway run`` with ``dialplan`` and the realtime URL of ``sim``."""
     port = free_udp_port()
@@ -96,7 +97,8 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                                                "port": port}],
                                "rtp_port_start": rtp, "rtp_port_range": 40}
     sip_cfg.update(sip or {})
-    config = {"realtime": {"url": sim.ws_url}, "sip": sip_cfg, "dialplan": str(dialplan_path),
+    config = {"realtime": {"url": sim.ws_url, **(realtime or {})}, "sip": sip_cfg,
+              "dialplan": str(dialplan_path),
               "logging": {"level": "DEBUG", "call_content": call_content},
               "calls": dict(calls or {})}
     config_path = tmp_path / "gateway.yaml"

@@ -49,6 +49,12 @@ DIALPLAN = REPO / "dialplans" / "concierge.yaml"
 ROUTES = {"100": ("concierge", "quotes", "scheduling"),
           "200": ("sdk_concierge", "sdk_quotes", "sdk_scheduling")}
 
+
+def _plan_text() -> str:
+    """The example plan, copied to a temporary directory: its ``python_path: ..`` made absolute."""
+    return DIALPLAN.read_text().replace("\npython_path: ..\n", f"\npython_path: {REPO}\n")
+
+
 QUOTE_TEXT = "Acme Plumbing: 450 USD for boiler service"
 QUOTES = [QUOTE_TEXT, "Bolt Heating: 520 USD for boiler service"]
 ORDER_ARGS: dict[str, Any] = {"vendor": "Acme Plumbing", "service": "boiler service",
@@ -160,7 +166,7 @@ async def test_concierge_quotes_orders_schedules_and_hangs_up(tmp_path: Path,
     assert decision.agent is not None and decision.agent.name == concierge
     # call_content on: the record then keeps the model's handoff reason and context.
     async with SimulatorServer(scenarios=parse_scenarios(chain_book())) as sim, \
-            run_gateway(tmp_path, sim, DIALPLAN.read_text(), call_content=True) as gw:
+            run_gateway(tmp_path, sim, _plan_text(), call_content=True) as gw:
         with Capture(tmp_path / "call.pcap", capture_filter(gw)) as cap:
             report = await place_call(gw, tmp_path, user=user, play=caller_wav(tmp_path),
                                       duration_s=45, timeout_s=55)
@@ -251,7 +257,7 @@ async def test_card_number_guardrail_cuts_the_line_and_retries(tmp_path: Path,
                                                                user: str) -> None:
     concierge = ROUTES[user][0]
     async with SimulatorServer(scenarios=parse_scenarios(GUARDRAIL_BOOK)) as sim, \
-            run_gateway(tmp_path, sim, DIALPLAN.read_text()) as gw:
+            run_gateway(tmp_path, sim, _plan_text()) as gw:
         with Capture(tmp_path / "call.pcap", capture_filter(gw)) as cap:
             report = await place_call(gw, tmp_path, user=user, play=caller_wav(tmp_path),
                                       duration_s=40, timeout_s=50)

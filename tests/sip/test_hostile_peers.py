@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.sip.observe import call_record
 from tests.support.audio import silence_pcm16, write_g711
 from tests.support.procs import free_udp_port, free_udp_port_block
 from tests.support.rawsip import Dialog, RawSipPeer, RtpSender, SipMsg, media_address, sdp_offer
-from tests.support.sipp import start_sipp
+from tests.support.sipp import run_sipp_async, start_sipp
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
 
@@ -309,4 +310,71 @@ async def test_requests_nobody_handles_are_answered(tmp_path: Path, method: str,
             allow = final.header("Allow") or ""
             assert "INVITE" in allow and "BYE" in allow
         assert not sim.sessions
+        assert gw.proc.running
+
+
+async def test_a_slow_realtime_connect_refuses_with_503_and_says_why(tmp_path: Path) -> None:
+    """A Realtime endpoint that accepts TCP and never answers the upgrade: the caller gets
+    503 + Retry-After once the connect budget is spent (never 603, never a hang)."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(8)
+    url = f"ws://127.0.0.1:{blackhole.getsockname()[1]}/v1/realtime"
+    try:
+        async with SimulatorServer() as sim, run_gateway(tmp_path, sim, realtime={
+                "url": url, "open_timeout_s": 0.5, "connect_attempts": 2}) as gw:
+            def invite() -> SipMsg:
+                with RawSipPeer(_target(gw)) as peer:
+                    return Dialog(peer, f"sip:100@127.0.0.1:{gw.port}").invite(
+                        sdp_offer(free_udp_port()), timeout_s=15)
+            final = await asyncio.to_thread(invite)
+            assert final.status == 503, final.text
+            assert final.header("Retry-After") == "5"
+            await gw.wait_log("call record:")
+            record = call_record(gw.log())
+            assert record["sip_status"] == 503 and record["answered"] is False
+            assert record["end_reason"].startswith("agent unavailable: Realtime connect timed "
+                                                   "out")
+    finally:
+        blackhole.close()
+
+
+async def test_a_taken_sip_port_is_named_without_a_traceback(tmp_path: Path) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"sip:\n  transports: [{{type: udp, host: 127.0.0.1, port: {port}}}]\n")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "gateway"), "run", "-c", str(config),
+            "--run-seconds", "10", cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        taken.close()
+    text = err.decode()
+    assert proc.returncode == 1
+    assert f"error: cannot listen on udp:127.0.0.1:{port}: Address already in use" in text
+    assert "Traceback" not in text
+
+
+async def test_sipp_caller_refer_gets_403_and_the_sipp_target_never_rings(
+        tmp_path: Path) -> None:
+    """The same attack from SIPp: a SIPp UAS listens at the Refer-To address."""
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(2000))
+    target_port = free_udp_port()
+    async with SimulatorServer() as sim, run_gateway(tmp_path, sim) as gw:
+        with start_sipp("uac_refer_target", None, local_port=target_port, service="999",
+                        log_dir=tmp_path / "target", timeout_s=8) as target:
+            caller = await run_sipp_async(
+                "uac_caller_refer", gw.target, log_dir=tmp_path / "caller",
+                media_port=free_udp_port_block(4),
+                keys={"audio_file": str(audio), "refer_user": "999",
+                      "refer_host": f"127.0.0.1:{target_port}"}, timeout_s=20)
+            assert caller.ok, caller.describe()
+            target.stop()
+            seen = target.result(1.0)
+        assert not seen.received(), "the gateway sent something to the REFER target"
+        assert caller.received(method="REFER", status=403)
         assert gw.proc.running

@@ -24,7 +24,7 @@ from gateway.dialplan import (
     parse_dialplan,
     route_call,
 )
-from gateway.dialplan.router import find_route
+from gateway.dialplan.router import find_route, first_values
 from gateway.dialplan.schema import Dialplan
 from gateway.dialplan.template import MAX_CALL_VALUE_CHARS, RenderContext, parse_template
 from gateway.errors import CallRejected, NoRouteError
@@ -107,6 +107,18 @@ def test_all_conditions_must_hold() -> None:
 def test_headers_names_are_case_insensitive(call_headers: dict[str, str], hit: bool) -> None:
     plan = _single("{headers: {x-Tenant: acme}}")
     assert (_route_name(plan, _call(headers=call_headers)) == "hit") is hit
+
+
+def test_a_repeated_header_routes_on_its_first_value() -> None:
+    # RFC 3261 §7.3: the SIP adapter reads the first copy; routing must agree with it.
+    plan = _single("{headers: {X-Tenant: acme}}")
+    first = first_values([("X-Tenant", "acme"), ("x-tenant", "evil"), ("X-Tenant", "other")])
+    assert first == {"X-Tenant": "acme"}
+    assert _route_name(plan, _call(headers=first)) == "hit"
+    later = first_values([("X-Tenant", "evil"), ("X-TENANT", "acme")])
+    assert _route_name(plan, _call(headers=later)) != "hit"
+    # Names differing only in case, given as a mapping: the first one counts too.
+    assert _call(headers={"x-tenant": "acme", "X-Tenant": "evil"}).header("X-TENANT") == "acme"
 
 
 def test_empty_regex_requires_only_that_the_header_is_present() -> None:
