@@ -4,7 +4,7 @@ Threading (pjsua2-notes §5.2): the endpoint is created, run and destroyed on on
 ``sip``, which polls ``libHandleEvents`` and executes commands queued by the asyncio loop; pjsua
 callbacks (incoming call, call state, media state, registration, DTMF, transfer) run there too,
 do O(1) work and hand a plain event to the loop with ``call_soon_threadsafe``. The conference
-clock thread runs each call's :class:`_Port` frame callbacks, which only touch that call's
+clock thread runs each call's :class:`MediaPort` frame callbacks, which only touch that call's
 :class:`~gateway.media.channel.MediaChannel`. No other thread ever calls pjsua2, and no pjsua2
 object leaves this module. Nothing in a callback may raise into pjsua2: every callback body is
 wrapped, logged and counted.
@@ -26,27 +26,23 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from gateway.config import AccountSettings, SipSettings, TransportSettings
 from gateway.errors import CallRejected, CapacityExceeded, GatewayError
 from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import message
-from gateway.sip._pj import create_endpoint, error_text, fast_bytes, pj
+from gateway.sip._pj import create_endpoint, error_text, pj
 from gateway.sip.events import (
     CallerRefer,
     CallRefused,
-    CallState,
-    DtmfReceived,
     IncomingCall,
     LegEnded,
-    MediaActive,
-    RegistrationState,
     SipEvent,
-    TransferProgress,
 )
 from gateway.sip.fallback import UnhandledRequests
+from gateway.sip.legs import Leg, LogWriter, UaAccount, UaEndpoint, UaStats
 from gateway.sip.liveness import RtpWatch
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
 from gateway.sip.reject import rejection_response
@@ -62,8 +58,6 @@ ANSWER_DEADLINE_S = 45.0
 RETRY_AFTER_S = 5
 #: How often the RTP inactivity check reads each call's receive counters.
 _MEDIA_CHECK_S = 1.0
-_FRAME_BYTES = 320  # 20 ms of PCM16 at 8 kHz
-_DTMF_IS_UPDATE = 1  # PJMEDIA_STREAM_DTMF_IS_UPDATE (pjmedia/stream.h; not exported by SWIG)
 _COMMAND_QUEUE_SIZE = 1024
 
 _TRANSPORTS = {"udp": "PJSIP_TRANSPORT_UDP", "tcp": "PJSIP_TRANSPORT_TCP",
@@ -81,194 +75,6 @@ class BoundTransport:
     type: str
     host: str
     port: int
-
-
-class _Port(pj.AudioMediaPort):  # type: ignore[misc]
-    """Media port between the conference bridge and a :class:`MediaChannel` (clock thread)."""
-
-    def __init__(self, channel: MediaChannel, stats: _Stats) -> None:
-        super().__init__()
-        self._channel = channel
-        self._stats = stats
-        self._silence = pj.ByteVector(bytes(_FRAME_BYTES))
-        self._silence_bytes = bytes(_FRAME_BYTES)
-
-    def onFrameReceived(self, frame: Any) -> None:
-        try:
-            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
-                data = fast_bytes(frame.buf)
-                if len(data) == _FRAME_BYTES:
-                    self._channel.put_caller_frame(data)
-        except BaseException:
-            self._stats.callback_errors += 1
-
-    def onFrameRequested(self, frame: Any) -> None:
-        try:
-            data = self._channel.next_agent_frame()
-            if data == self._silence_bytes:
-                frame.buf = self._silence  # prebuilt: 0.6 µs instead of 7 µs
-            else:
-                frame.buf = pj.ByteVector(data)
-            frame.size = _FRAME_BYTES
-            frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
-        except BaseException:
-            self._stats.callback_errors += 1
-            frame.buf = self._silence
-            frame.size = _FRAME_BYTES
-            frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
-
-
-class _Stats:
-    def __init__(self) -> None:
-        self.callback_errors = 0
-        self.calls_offered = 0
-        self.calls_refused_capacity = 0
-        self.calls_refused_offer = 0
-        self.answer_deadline_expired = 0
-        self.caller_refers_refused = 0
-        self.rtp_timeouts = 0
-
-
-class _Leg(pj.Call):  # type: ignore[misc]
-    """One SIP dialog; lives on the ``sip`` thread only."""
-
-    def __init__(self, ua: SipUserAgent, account: Any, call_id: int, leg_id: int,
-                 channel: MediaChannel, *, session_leg: int | None = None) -> None:
-        super().__init__(account, call_id)
-        self.ua = ua
-        self.account = account
-        self.leg_id = leg_id
-        #: The id the loop knows this call by; a leg that replaced the caller's after an
-        #: allowed caller REFER carries the original leg's id.
-        self.session_leg = session_leg if session_leg is not None else leg_id
-        self.channel = channel
-        self.port: _Port | None = None
-        self.answered = False
-        self.confirmed = False
-        self.local_hangup = False
-        self.cause: str | None = None
-        self.offered_at = time.monotonic()
-        self.media_index: int | None = None
-        #: Whether RTP from the peer is expected now (active sendrecv audio, not on hold).
-        self.expect_rtp = False
-        self.rtp_watch: RtpWatch | None = None
-
-    def onCallState(self, prm: Any) -> None:
-        self.ua._guard(self._on_state)
-
-    def _on_state(self) -> None:
-        info = self.getInfo()
-        state = _state_name(info.state)
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
-            self.confirmed = True
-            self.ua._leg_confirmed(self)
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.ua._leg_gone(self, info.lastStatusCode, info.lastReason)
-            return
-        if self.ua._is_current(self):
-            self.ua._emit(CallState(self.session_leg, state, info.lastStatusCode,
-                                    info.lastReason))
-
-    def onCallMediaState(self, prm: Any) -> None:
-        self.ua._guard(self._on_media)
-
-    def _on_media(self) -> None:
-        info = self.getInfo()
-        # Hold (RFC 3264 §8.4: sendonly / inactive / c=0.0.0.0) shows as REMOTE_HOLD: no RTP
-        # is expected then, so the inactivity timeout pauses until the caller resumes.
-        self.expect_rtp = False
-        for index, media in enumerate(info.media):
-            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
-                continue
-            self.media_index = index
-            self.expect_rtp = bool(media.dir & pj.PJMEDIA_DIR_DECODING)
-            audio = self.getAudioMedia(index)
-            if self.port is None:
-                fmt = pj.MediaFormatAudio()
-                fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
-                self.port = _Port(self.channel, self.ua._stats)
-                self.port.createPort(f"leg{self.leg_id}", fmt)
-            audio.startTransmit(self.port)
-            self.port.startTransmit(audio)
-            codec = self.getStreamInfo(index).codecName.upper()
-            if self.ua._is_current(self):
-                self.ua._emit(MediaActive(self.session_leg, "PCMA" if codec == "PCMA" else "PCMU"))
-            return
-
-    def rx_packets(self) -> int | None:
-        """RTP packets received on the audio stream so far (``None`` without one)."""
-        if self.media_index is None:
-            return None
-        return int(self.getStreamStat(self.media_index).rtcp.rxStat.pkt)
-
-    def onCallTransferRequest(self, prm: Any) -> None:
-        # Refuse first: whatever happens below, pjsua must never dial on a caller's behalf
-        # unless the policy said yes and we own the new call (pjsua2 would otherwise reuse
-        # this Call object for it, which crashed the process).
-        prm.statusCode = 403
-        self.ua._guard(lambda: self.ua._caller_refer(self, prm))
-
-    def onDtmfEvent(self, prm: Any) -> None:
-        # pjsua 2.15 calls on_dtmf_event (not on_dtmf_digit) when the app handles it: once at
-        # the start of an RFC 4733 event, again for updates and at its end (flags bit 0 =
-        # PJMEDIA_STREAM_DTMF_IS_UPDATE); a SIP INFO digit comes once. Report each key once.
-        if prm.flags & _DTMF_IS_UPDATE:
-            return
-        digit = str(prm.digit)
-        method: Literal["rfc4733", "info"] = (
-            "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733")
-        self.ua._guard(lambda: self.ua._emit(DtmfReceived(self.session_leg, digit, method)))
-
-    def onCallTransferStatus(self, prm: Any) -> None:
-        code, reason, final = int(prm.statusCode), str(prm.reason), bool(prm.finalNotify)
-        self.ua._guard(lambda: self.ua._emit(
-            TransferProgress(self.session_leg, code, reason, final)))
-
-    def destroy_port(self) -> None:
-        """Destroy the C++ port while the Python object is whole (pjsua2-notes §4.1)."""
-        port, self.port = self.port, None
-        if port is not None:
-            pj.AudioMediaPort.__swig_destroy__(port)
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, ua: SipUserAgent, name: str) -> None:
-        super().__init__()
-        self.ua = ua
-        self.name = name
-
-    def onIncomingCall(self, prm: Any) -> None:
-        self.ua._guard(lambda: self.ua._incoming(self, prm))
-
-    def onRegState(self, prm: Any) -> None:
-        code, reason, expires = int(prm.code), str(prm.reason), int(prm.expiration)
-        self.ua._guard(lambda: self.ua._emit(RegistrationState(
-            self.name, code, reason, expires, 200 <= code < 300 and expires > 0)))
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    """The endpoint, for the one callback that tells us about INVITEs pjsua refused itself."""
-
-    def __init__(self, ua: SipUserAgent) -> None:
-        super().__init__()
-        self.ua = ua
-
-    def onRejectedIncomingCall(self, prm: Any) -> None:
-        # pjsua answered before any account callback (no codec in common, a body it cannot
-        # read, 486 when out of slots): no call object exists, but the call gets a record.
-        self.ua._guard(lambda: self.ua._rejected_by_pjsua(prm))
-
-
-class _LogWriter(pj.LogWriter):  # type: ignore[misc]
-    def write(self, entry: Any) -> None:
-        try:
-            # pjsip's level 1 carries routine protocol refusals too ("Request verification
-            # failed: Not Acceptable Here" for a 488), so it maps to WARNING, not ERROR.
-            level = {0: logging.CRITICAL, 1: logging.WARNING, 2: logging.INFO,
-                     3: logging.DEBUG}.get(entry.level, logging.DEBUG)
-            log.log(level, "pjsip: %s", entry.msg.rstrip())
-        except BaseException:
-            pass
 
 
 class SipUserAgent:
@@ -303,13 +109,13 @@ class SipUserAgent:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._stopping = threading.Event()
-        self._legs: dict[int, _Leg] = {}
+        self._legs: dict[int, Leg] = {}
         #: Session leg id -> the leg that carries that call now (differs after a caller
         #: REFER the policy allowed).
         self._current: dict[int, int] = {}
         self._next_leg = 1
-        self._accounts: list[_Account] = []
-        self._stats = _Stats()
+        self._accounts: list[UaAccount] = []
+        self.stats = UaStats()
         self.transports: list[BoundTransport] = []
 
     # Lifecycle (loop thread) -------------------------------------------------------------
@@ -373,7 +179,7 @@ class SipUserAgent:
 
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         """Send ``digits`` as RFC 4733 telephone-events."""
-        def go(leg: _Leg) -> None:
+        def go(leg: Leg) -> None:
             prm = pj.CallSendDtmfParam()
             prm.digits = digits
             prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
@@ -393,7 +199,7 @@ class SipUserAgent:
 
     def _run(self) -> None:
         try:
-            ep = create_endpoint(lambda: _Endpoint(self))
+            ep = create_endpoint(lambda: UaEndpoint(self))
         except BaseException as exc:  # reported to start()
             self._start_error = exc
             self._started.set()
@@ -424,7 +230,7 @@ class SipUserAgent:
         cfg.uaConfig.userAgent = self.settings.user_agent
         cfg.logConfig.level = self._log_level
         cfg.logConfig.consoleLevel = self._log_level
-        self._writer = _LogWriter()
+        self._writer = LogWriter()
         cfg.logConfig.writer = self._writer
         cfg.logConfig.decor = 0
         # 8 kHz clock: G.711 ports need no resampling inside the bridge (16 kHz costs 2.9x CPU).
@@ -451,7 +257,7 @@ class SipUserAgent:
             first = first or bound
         ep.libStart()
         assert first is not None
-        trunk = _Account(self, "trunk")
+        trunk = UaAccount(self, "trunk")
         trunk.create(self._account_config(f"sip:gateway@{first.host}:{first.port}"), True)
         self._accounts.append(trunk)
         for acct in self.settings.accounts:
@@ -515,7 +321,7 @@ class SipUserAgent:
         ac.mediaConfig.srtpSecureSignaling = sip.srtp_secure_signaling
         return ac
 
-    def _create_registration(self, acct: AccountSettings) -> _Account:
+    def _create_registration(self, acct: AccountSettings) -> UaAccount:
         ac = self._account_config(f"sip:{acct.user}@{acct.domain}")
         ac.regConfig.registrarUri = acct.registrar
         ac.regConfig.timeoutSec = acct.expires_s
@@ -525,13 +331,13 @@ class SipUserAgent:
                 pj.AuthCredInfo("digest", acct.realm, acct.auth_user, 0, acct.password.value))
         if acct.proxy:
             ac.sipConfig.proxies.append(acct.proxy)
-        account = _Account(self, acct.name)
+        account = UaAccount(self, acct.name)
         account.create(ac)
         return account
 
     def _run_after_callbacks(self) -> None:
         while self._after_callbacks:
-            self._guard(self._after_callbacks.popleft())
+            self.guard(self._after_callbacks.popleft())
 
     def _run_commands(self) -> None:
         while True:
@@ -539,17 +345,18 @@ class SipUserAgent:
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            self._guard(command)
+            self.guard(command)
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def guard(self, fn: Callable[[], None]) -> None:
         """Run a callback body; nothing may propagate into pjsua2."""
         try:
             fn()
         except Exception:
-            self._stats.callback_errors += 1
+            self.stats.callback_errors += 1
             log.exception("error in SIP callback")
 
-    def _emit(self, event: SipEvent) -> None:
+    def emit(self, event: SipEvent) -> None:
+        """Hand an event to the loop (any thread)."""
         loop, on_event = self._loop, self._on_event
         if loop is None or on_event is None:
             return
@@ -558,14 +365,15 @@ class SipUserAgent:
         except RuntimeError:  # loop closed during shutdown
             pass
 
-    def _incoming(self, account: _Account, prm: Any) -> None:
+    def incoming(self, account: UaAccount, prm: Any) -> None:
+        """A new INVITE (``onIncomingCall``): refuse it here or hand it to the loop."""
         leg_id = self._next_leg
         self._next_leg += 1
         channel = MediaChannel(PlayoutBuffer(capacity_ms=self._playout_capacity_ms))
-        leg = _Leg(self, account, prm.callId, leg_id, channel)
+        leg = Leg(self, account, prm.callId, leg_id, channel)
         self._legs[leg_id] = leg
         self._current[leg_id] = leg_id
-        self._stats.calls_offered += 1
+        self.stats.calls_offered += 1
         rdata = prm.rdata
         whole = str(rdata.wholeMsg)
         start, header_list = message.parse_headers(whole)
@@ -583,13 +391,13 @@ class SipUserAgent:
             # answer on a fully created INVITE session.
             self._after_callbacks.append(
                 lambda: self._answer(leg_id, refusal.status, refusal.reason, refusal.headers))
-            self._emit(CallRefused(leg_id, sip_call_id, refusal.status, refusal.reason,
+            self.emit(CallRefused(leg_id, sip_call_id, refusal.status, refusal.reason,
                                    refusal.detail, src_ip.strip("[]")))
             return
         from_value = message.header(headers, "From") or ""
         to_value = message.header(headers, "To") or ""
         from_uri, to_uri = message.name_addr_uri(from_value), message.name_addr_uri(to_value)
-        self._emit(IncomingCall(
+        self.emit(IncomingCall(
             leg_id=leg_id,
             sip_call_id=sip_call_id,
             from_uri=from_uri, from_user=message.uri_user(from_uri),
@@ -602,20 +410,21 @@ class SipUserAgent:
             account=account.name, media=channel,
         ))
 
-    def _rejected_by_pjsua(self, prm: Any) -> None:
+    def rejected_by_pjsua(self, prm: Any) -> None:
+        """An INVITE pjsua refused itself: it still gets a record."""
         start, headers = message.parse_headers(str(prm.rdata.wholeMsg))
         del start
         src_ip = str(prm.rdata.srcAddress).rpartition(":")[0].strip("[]")
         status, reason = int(prm.statusCode), str(prm.reason)
         log.info("INVITE refused by pjsua: %d %s", status, reason)
-        self._emit(CallRefused(0, message.header(headers, "Call-ID") or "", status, reason,
+        self.emit(CallRefused(0, message.header(headers, "Call-ID") or "", status, reason,
                                "refused by pjsua before routing", src_ip))
 
-    def _refusal(self, leg: _Leg, whole: str, headers: tuple[tuple[str, str], ...],
+    def _refusal(self, leg: Leg, whole: str, headers: tuple[tuple[str, str], ...],
                  transport: str) -> Refusal | None:
         """What pjsua let through but the gateway must refuse before routing, if anything."""
         if len(self._legs) > self.settings.max_calls:
-            self._stats.calls_refused_capacity += 1
+            self.stats.calls_refused_capacity += 1
             log.warning("at capacity (%d calls): refusing call with 503",
                         self.settings.max_calls)
             status, reason, extra = rejection_response(
@@ -627,7 +436,7 @@ class SipUserAgent:
             refusal = offer_refusal(body, message.header(headers, "Content-Type"),
                                     codecs=self.settings.codecs, srtp=self.settings.srtp)
         if refusal is not None:
-            self._stats.calls_refused_offer += 1
+            self.stats.calls_refused_offer += 1
             log.info("leg %d refused: %d %s (%s)", leg.leg_id, refusal.status, refusal.reason,
                      refusal.detail)
         return refusal
@@ -636,7 +445,7 @@ class SipUserAgent:
                 headers: tuple[tuple[str, str], ...]) -> None:
         self._with_leg(leg_id, lambda leg: self._answer_leg(leg, status, reason, headers))
 
-    def _answer_leg(self, leg: _Leg, status: int, reason: str,
+    def _answer_leg(self, leg: Leg, status: int, reason: str,
                     headers: tuple[tuple[str, str], ...]) -> None:
         prm = pj.CallOpParam()
         prm.statusCode = status
@@ -651,11 +460,11 @@ class SipUserAgent:
         leg.answer(prm)
 
     def _hangup(self, leg_id: int, status: int, reason: str) -> None:
-        def go(leg: _Leg) -> None:
+        def go(leg: Leg) -> None:
             self._end_leg(leg, status, reason)
         self._with_leg(leg_id, go)
 
-    def _end_leg(self, leg: _Leg, status: int, reason: str = "") -> None:
+    def _end_leg(self, leg: Leg, status: int, reason: str = "") -> None:
         prm = pj.CallOpParam()
         prm.statusCode = status
         if reason:
@@ -668,21 +477,22 @@ class SipUserAgent:
         leg.local_hangup = True
         leg.hangup(prm)
 
-    def _with_leg(self, leg_id: int, fn: Callable[[_Leg], Any]) -> None:
+    def _with_leg(self, leg_id: int, fn: Callable[[Leg], Any]) -> None:
         leg = self._legs.get(self._current.get(leg_id, leg_id))
         if leg is None:
             log.debug("command for leg %d ignored: call already ended", leg_id)
             return
         fn(leg)
 
-    def _is_current(self, leg: _Leg) -> bool:
+    def is_current(self, leg: Leg) -> bool:
+        """Whether ``leg`` carries its call now (not a replaced or pending transfer leg)."""
         return self._current.get(leg.session_leg) == leg.leg_id
 
     def _expire_unanswered(self) -> None:
         now = time.monotonic()
         for leg in list(self._legs.values()):
             if not leg.answered and now - leg.offered_at > self._answer_deadline_s:
-                self._stats.answer_deadline_expired += 1
+                self.stats.answer_deadline_expired += 1
                 log.error("leg %d not answered within %.0f s: 503", leg.leg_id,
                           self._answer_deadline_s)
                 self._answer_leg(leg, 503, "No Answer From Gateway",
@@ -696,20 +506,21 @@ class SipUserAgent:
             return
         self._next_media_check = now + _MEDIA_CHECK_S
         for leg in list(self._legs.values()):
-            if not leg.confirmed or leg.local_hangup or not self._is_current(leg):
+            if not leg.confirmed or leg.local_hangup or not self.is_current(leg):
                 continue
             if leg.rtp_watch is None:
                 leg.rtp_watch = RtpWatch(timeout)
             packets = leg.rx_packets() if leg.expect_rtp else None
             if leg.rtp_watch.observe(now, packets):
-                self._stats.rtp_timeouts += 1
+                self.stats.rtp_timeouts += 1
                 log.warning("leg %d: no RTP from the caller for %.0f s: hanging up",
                             leg.leg_id, timeout)
                 leg.cause = f"no RTP from the caller for {timeout:g} s"
                 self._end_leg(leg, 200)
 
-    def _leg_confirmed(self, leg: _Leg) -> None:
-        if self._is_current(leg):
+    def leg_confirmed(self, leg: Leg) -> None:
+        """A leg reached CONFIRMED; a transfer leg then takes over its call."""
+        if self.is_current(leg):
             return
         # The call a caller's REFER asked for is up: it carries the conversation now, and
         # the old leg (on hold, about to be hung up by the transferor) stops taking audio.
@@ -720,24 +531,24 @@ class SipUserAgent:
         log.info("leg %d: transfer target answered; the call continues on leg %d",
                  leg.session_leg, leg.leg_id)
 
-    def _caller_refer(self, leg: _Leg, prm: Any) -> None:
+    def caller_refer(self, leg: Leg, prm: Any) -> None:
         """Decide on the caller's REFER; ``prm.statusCode`` is already 403."""
         target = str(prm.dstUri)
         uri = message.name_addr_uri(target)
         shown = uri if self._log_content else "(hidden; logging.call_content shows it)"
-        allowed = ("?" not in uri and leg.confirmed and self._is_current(leg)
+        allowed = ("?" not in uri and leg.confirmed and self.is_current(leg)
                    and any(p.fullmatch(uri) for p in self._refer_allow))
         if not allowed:
-            self._stats.caller_refers_refused += 1
+            self.stats.caller_refers_refused += 1
             log.warning("leg %d: caller REFER to %s refused with 403 (sip.caller_refer_allow)",
                         leg.session_leg, shown)
-            self._emit(CallerRefer(leg.session_leg, 403, False))
+            self.emit(CallerRefer(leg.session_leg, 403, False))
             return
         # Allowed: pjsua places the call with a Call object we own, tied to the same media
         # channel and session (pjsua2 asserts the account is the original one).
         leg_id = self._next_leg
         self._next_leg += 1
-        new = _Leg(self, leg.account, pj.PJSUA_INVALID_ID, leg_id, leg.channel,
+        new = Leg(self, leg.account, pj.PJSUA_INVALID_ID, leg_id, leg.channel,
                    session_leg=leg.session_leg)
         new.answered = True  # an outgoing call: nothing of ours to answer
         self._legs[leg_id] = new
@@ -745,19 +556,23 @@ class SipUserAgent:
         prm.statusCode = 202
         log.warning("leg %d: caller REFER to %s allowed by sip.caller_refer_allow: calling it "
                     "as leg %d", leg.session_leg, shown, leg_id)
-        self._emit(CallerRefer(leg.session_leg, 202, True))
+        self.emit(CallerRefer(leg.session_leg, 202, True))
 
-    def _leg_gone(self, leg: _Leg, status: int, reason: str) -> None:
+    def leg_gone(self, leg: Leg, status: int, reason: str) -> None:
+        """A leg is DISCONNECTED: free it, and end its call unless another leg carries it."""
         if leg.confirmed and leg.local_hangup:
             # pjsua reports the status we passed to hangup(); an established call we ended
             # was cleared normally by our BYE.
             status, reason = 200, "Normal call clearing (BYE sent)"
+        elif leg.confirmed and status == 408 and reason.startswith("No session refresh"):
+            # pjsip's RFC 4028 timer ended a session the peer stopped refreshing.
+            leg.cause = leg.cause or "SIP session timer expired (no refresh, RFC 4028)"
         leg.destroy_port()
         # Drop the Call inside its DISCONNECTED callback so a reused slot never sees it
         # (pjsua2-notes §4.2).
         self._legs.pop(leg.leg_id, None)
         session = leg.session_leg
-        if not self._is_current(leg):
+        if not self.is_current(leg):
             log.info("leg %d (for call %d) ended: %d %s", leg.leg_id, session, status, reason)
             return
         successor = next((other for other in self._legs.values()
@@ -769,7 +584,7 @@ class SipUserAgent:
             return
         self._current.pop(session, None)
         leg.channel.closed = True
-        self._emit(LegEnded(session, status, reason, cause=leg.cause))
+        self.emit(LegEnded(session, status, reason, cause=leg.cause))
 
     def _shutdown(self, ep: Any) -> None:
         try:
@@ -803,12 +618,3 @@ class SipUserAgent:
             ep.libDestroy()
         except Exception:
             log.exception("libDestroy failed")
-
-
-def _state_name(state: int) -> str:
-    names = {pj.PJSIP_INV_STATE_NULL: "NULL", pj.PJSIP_INV_STATE_CALLING: "CALLING",
-             pj.PJSIP_INV_STATE_INCOMING: "INCOMING", pj.PJSIP_INV_STATE_EARLY: "EARLY",
-             pj.PJSIP_INV_STATE_CONNECTING: "CONNECTING",
-             pj.PJSIP_INV_STATE_CONFIRMED: "CONFIRMED",
-             pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED"}
-    return names.get(state, str(state))
