@@ -167,13 +167,21 @@ def _call(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from gateway.sip.caller import place_call
+    from gateway.sip.caller import CallReport, place_call
+
+    printed = False
+
+    def emit(report: CallReport) -> None:
+        nonlocal printed
+        if not printed:
+            printed = True
+            print(json.dumps(dataclasses.asdict(report)), flush=True)
 
     report = place_call(args.uri, play=args.play, record=args.record, duration_s=args.duration,
                         bind=args.bind, port=args.port, codec=args.codec,
                         transport=args.transport, dtmf=args.dtmf,
-                        dtmf_after_s=args.dtmf_after, srtp=args.srtp)
-    print(json.dumps(dataclasses.asdict(report)))
+                        dtmf_after_s=args.dtmf_after, srtp=args.srtp, on_report=emit)
+    emit(report)
     return 0 if report.answered_at is not None else 1
 
 

@@ -28,8 +28,8 @@ DEFAULT_CONFIG_FILE = "gateway.yaml"
 DEFAULT_DIALPLAN = "dialplans/default.yaml"
 #: The checkout the package runs from (an editable install, as ``scripts/dev.sh`` makes).
 _SOURCE_TREE = Path(__file__).resolve().parents[1]
-#: The pjsua2-python wheel compiles in 4 call slots per process; one stays free for refusals.
-MAX_CALLS_PER_PROCESS = 3
+#: Upper bound of ``sip.max_calls``; the binding's call slots cap it further at start.
+MAX_CALLS_PER_PROCESS = 2000
 
 LogFormat = Literal["text", "json"]
 TransportType = Literal["udp", "tcp", "tls"]
@@ -151,9 +151,10 @@ class SipSettings:
     )
     accounts: tuple[AccountSettings, ...] = ()
     codecs: tuple[Codec, ...] = ("PCMU", "PCMA")
-    #: Calls per process. The pjsua2-python wheel has 4 call slots; one is kept free so a call
-    #: beyond the limit gets 503 + Retry-After from us instead of pjsua's bare 486.
-    max_calls: int = 3
+    #: Calls per process; ``None``: as many as the pjsua2 binding has call slots, minus one
+    #: kept free so the call beyond gets 503 + Retry-After from us instead of pjsua's bare
+    #: 486 (the PyPI wheel: 3; the source build: 511). A larger number is capped likewise.
+    max_calls: int | None = None
     rtp_port_start: int = 20000
     rtp_port_range: int = 2000
     public_address: str | None = None
@@ -366,7 +367,8 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
     out = SipSettings(
         transports=transports, trunk_allow=allow, accounts=accounts,
         codecs=tuple(c for c in codecs if c in ("PCMU", "PCMA")),  # type: ignore[misc]
-        max_calls=r.int("max_calls", MAX_CALLS_PER_PROCESS, min=1, max=MAX_CALLS_PER_PROCESS),
+        max_calls=(r.int("max_calls", None, min=1, max=MAX_CALLS_PER_PROCESS)
+                   if r.has("max_calls") else None),
         rtp_port_start=r.int("rtp_port_start", 20000, min=1024, max=65000),
         rtp_port_range=r.int("rtp_port_range", 2000, min=8, max=40000),
         public_address=r.str("public_address", None) if r.has("public_address") else None,

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +93,13 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
                duration_s: float = 10.0, bind: str = "127.0.0.1", port: int = 0,
                codec: str | None = None, transport: str = "udp", answer_timeout_s: float = 15.0,
                dtmf: str = "", dtmf_after_s: float = 1.0, log_level: int = 0,
-               srtp: str = "off") -> CallReport:
-    """Place one call and return what happened. Blocks for at most ``duration_s`` + setup."""
+               srtp: str = "off",
+               on_report: Callable[[CallReport], None] | None = None) -> CallReport:
+    """Place one call and return what happened. Blocks for at most ``duration_s`` + setup.
+
+    ``on_report`` gets the report as soon as the call is over, before the endpoint is torn
+    down.
+    """
     report = CallReport(uri)
     if transport != "udp" and ";transport=" not in uri:
         uri = f"{uri};transport={transport}"
@@ -137,6 +143,10 @@ def place_call(uri: str, *, play: str | None = None, record: str | None = None,
         account.create(ac)
         _run_call(ep, account, report, play, record, duration_s, answer_timeout_s,
                   dtmf, dtmf_after_s)
+        if on_report is not None:
+            # The call is over: report it before teardown, which the wheel's pjsua2 has
+            # been seen to crash in now and then (a lost report would hide a good call).
+            on_report(report)
         account.shutdown()
         del account
     finally:

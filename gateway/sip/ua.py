@@ -9,8 +9,10 @@ clock thread runs each call's :class:`MediaPort` frame callbacks, which only tou
 object leaves this module. Nothing in a callback may raise into pjsua2: every callback body is
 wrapped, logged and counted.
 
-Capacity: the PyPI wheel has 4 call slots (``PJSUA_MAX_CALLS``); pjsua itself answers 486 when
-all are taken. We give pjsua ``max_calls + 1`` slots and refuse the call beyond ``max_calls``
+Capacity: pjsua has a compiled number of call slots (``PJSUA_MAX_CALLS``: 4 in the PyPI
+wheel, hundreds in our source build) and answers 486 itself when all are taken. We ask for
+``max_calls + 1`` slots (or all it has when ``sip.max_calls`` is automatic), read back what
+pjsua really gave (:mod:`gateway.sip.binding`), and refuse the call beyond ``max_calls``
 ourselves with 503 and ``Retry-After``, so a full gateway says "try later", not "busy".
 """
 
@@ -32,7 +34,7 @@ from gateway.config import AccountSettings, SipSettings, TransportSettings
 from gateway.errors import CallRejected, CapacityExceeded, GatewayError
 from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayoutBuffer
-from gateway.sip import message
+from gateway.sip import binding, message
 from gateway.sip._pj import create_endpoint, error_text, pj
 from gateway.sip.events import (
     CallerRefer,
@@ -41,7 +43,7 @@ from gateway.sip.events import (
     LegEnded,
     SipEvent,
 )
-from gateway.sip.fallback import UnhandledRequests
+from gateway.sip.fallback import RequestGuards
 from gateway.sip.legs import Leg, LogWriter, UaAccount, UaEndpoint, UaStats
 from gateway.sip.liveness import RtpWatch
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
@@ -49,8 +51,6 @@ from gateway.sip.reject import rejection_response
 
 log = logging.getLogger("gateway.sip")
 
-#: Call slots compiled into the pjsua2-python wheel (pjsua2-notes §1).
-WHEEL_CALL_SLOTS = 4
 #: An INVITE the loop has not answered after this long gets 503, so no caller hangs forever.
 #: The app passes a deadline longer than the Realtime connect budget (see ``answer_deadline_s``).
 ANSWER_DEADLINE_S = 45.0
@@ -117,6 +117,9 @@ class SipUserAgent:
         self._accounts: list[UaAccount] = []
         self.stats = UaStats()
         self.transports: list[BoundTransport] = []
+        #: The pjsua2 binding and the calls it allows; known once the endpoint started.
+        self.binding: binding.Binding | None = None
+        self.max_calls = settings.max_calls or 1
 
     # Lifecycle (loop thread) -------------------------------------------------------------
 
@@ -226,7 +229,8 @@ class SipUserAgent:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0  # we poll libHandleEvents on this thread
         cfg.uaConfig.mainThreadOnly = False
-        cfg.uaConfig.maxCalls = min(self.settings.max_calls + 1, WHEEL_CALL_SLOTS)
+        wanted = self.settings.max_calls
+        cfg.uaConfig.maxCalls = wanted + 1 if wanted else binding.AUTO_SLOTS
         cfg.uaConfig.userAgent = self.settings.user_agent
         cfg.logConfig.level = self._log_level
         cfg.logConfig.consoleLevel = self._log_level
@@ -241,9 +245,14 @@ class SipUserAgent:
         cfg.medConfig.ecTailLen = 0
         cfg.medConfig.noVad = True
         cfg.medConfig.threadCnt = 1
+        # Two bridge ports per call (the call's stream and ours); pjsua clamps this to its
+        # compiled PJSUA_MAX_CONF_PORTS.
+        cfg.medConfig.maxMediaPorts = max(254, 2 * cfg.uaConfig.maxCalls + 8)
         ep.libInit(cfg)
+        self.binding = binding.detect(ep)
+        self.max_calls = self._capacity(self.binding)
         # Kept until after libDestroy: pjsip holds pointers into it.
-        self._unhandled = UnhandledRequests()
+        self._guards = RequestGuards()
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         first: BoundTransport | None = None
@@ -267,6 +276,20 @@ class SipUserAgent:
         sys.setswitchinterval(0.001)
         log.info("SIP listening on %s", ", ".join(f"{t.type}:{t.host}:{t.port}"
                                                  for t in self.transports))
+
+    def _capacity(self, found: binding.Binding) -> int:
+        """Calls this process takes: the configured number, never more than pjsua has."""
+        wanted = self.settings.max_calls
+        capacity = found.max_calls if not wanted else min(wanted, found.max_calls)
+        if wanted and wanted > found.max_calls:
+            log.warning("sip.max_calls %d is more than this pjsua2 allows (%d call slots, one "
+                        "kept for refusals): taking %d calls", wanted, found.call_slots,
+                        capacity)
+        limit = binding.raise_open_files(capacity)
+        log.info("pjsua2: pjproject %s (%s, %s), %d call slots: up to %d calls; open-files "
+                 "limit %d", found.version, "PyPI wheel" if found.kind == "wheel"
+                 else "source build", found.distribution, found.call_slots, capacity, limit)
+        return capacity
 
     def _set_codecs(self, ep: Any) -> None:
         for codec in ep.codecEnum2():
@@ -423,10 +446,9 @@ class SipUserAgent:
     def _refusal(self, leg: Leg, whole: str, headers: tuple[tuple[str, str], ...],
                  transport: str) -> Refusal | None:
         """What pjsua let through but the gateway must refuse before routing, if anything."""
-        if len(self._legs) > self.settings.max_calls:
+        if len(self._legs) > self.max_calls:
             self.stats.calls_refused_capacity += 1
-            log.warning("at capacity (%d calls): refusing call with 503",
-                        self.settings.max_calls)
+            log.warning("at capacity (%d calls): refusing call with 503", self.max_calls)
             status, reason, extra = rejection_response(
                 CapacityExceeded(retry_after_s=RETRY_AFTER_S))
             return Refusal(status, reason, extra, detail="at capacity")

@@ -378,3 +378,31 @@ async def test_sipp_caller_refer_gets_403_and_the_sipp_target_never_rings(
         assert not seen.received(), "the gateway sent something to the REFER target"
         assert caller.received(method="REFER", status=403)
         assert gw.proc.running
+
+
+async def test_an_ack_without_a_to_tag_is_absorbed(tmp_path: Path) -> None:
+    """The ACK that aborted the wheel's process (pjsua took it for a merged request)."""
+    async with SimulatorServer() as sim, run_gateway(tmp_path, sim) as gw:
+        def stray_ack() -> int | None:
+            media = free_udp_port_block(2)
+            with RawSipPeer(_target(gw)) as peer:
+                dialog = Dialog(peer, f"sip:100@127.0.0.1:{gw.port}")
+                dialog.cseq += 1
+                peer.send(peer.request_text("INVITE", dialog.request_uri,
+                                            call_id=dialog.call_id, from_tag=dialog.from_tag,
+                                            to=dialog.to, cseq=dialog.cseq,
+                                            body=sdp_offer(media)))
+                ok = peer.final(dialog.call_id)
+                # The broken ACK: the dialog's Call-ID and CSeq, but a To without the tag.
+                peer.send(peer.request_text("ACK", dialog.request_uri,
+                                            call_id=dialog.call_id, from_tag=dialog.from_tag,
+                                            to=dialog.to, cseq=dialog.cseq))
+                peer.quiet(1.0)
+                dialog.to_tag = ok.tag("To")
+                dialog.ack(ok)  # now the real one
+                peer.quiet(0.5)
+                return dialog.request("BYE").status
+        assert await asyncio.to_thread(stray_ack) == 200
+        assert gw.proc.running
+        await gw.wait_log("absorbed an ACK that matches no transaction or dialog")
+        await _still_takes_calls(gw, tmp_path)
