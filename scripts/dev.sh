@@ -182,7 +182,7 @@ case "$cmd" in
         exec "$VENV/bin/pytest" -p no:cacheprovider -m "sip and smoke" "$@"
         ;;
     *)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
         exit 2
         ;;
 esac

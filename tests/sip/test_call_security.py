@@ -28,7 +28,7 @@ from tests.support.procs import free_tcp_port, free_udp_port_block
 from tests.support.rawsip import Dialog, RawSipPeer, RtpSender, SipMsg, media_address, sdp_offer
 from tests.support.sipp import run_sipp_async
 
-pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.sip, pytest.mark.smoke, pytest.mark.timeout(120)]
 
 GREETING_AGENT = """
 agents:

@@ -63,6 +63,7 @@ def frames_dbfs(pcm: bytes, frame: int = 320) -> list[float]:
     return [rms_dbfs(pcm[i:i + frame]) for i in range(0, len(pcm) - frame + 1, frame)]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(("scenario", "law", "pt"), [("uac_pcmu", "ulaw", 0),
                                                      ("uac_pcma", "alaw", 8)])
 async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: str, law: str,
@@ -98,6 +99,7 @@ async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: s
     assert speech_like(back[16000 * 3:])
 
 
+@pytest.mark.smoke
 async def test_late_offer_call_gets_the_greeting(tmp_path: Path) -> None:
     audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(6000))
     media_port = free_udp_port_block(4)
@@ -142,6 +144,7 @@ async def test_no_common_codec_gets_488(tmp_path: Path) -> None:
         assert not sim.sessions
 
 
+@pytest.mark.smoke
 async def test_over_capacity_gets_503_with_retry_after(tmp_path: Path) -> None:
     audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(8000))
     async with SimulatorServer() as sim, run_gateway(tmp_path, sim, sip={"max_calls": 1}) as gw:
@@ -208,6 +211,7 @@ async def test_realtime_down_refuses_the_call_with_503(tmp_path: Path) -> None:
 # --- the pjsua2 caller: audio content both ways -------------------------------------------
 
 
+@pytest.mark.smoke
 async def test_round_trip_audio_with_the_pjsua2_caller(tmp_path: Path) -> None:
     play = tmp_path / "question.wav"
     write_wav(play, silence_pcm16(500) + speech_pcm16("Can you tell me the opening hours?")
@@ -298,6 +302,7 @@ routes:
 """
 
 
+@pytest.mark.smoke
 async def test_barge_in_stops_the_agent_and_truncates_at_what_was_heard(
         tmp_path: Path) -> None:
     play = tmp_path / "interrupt.wav"

@@ -28,7 +28,7 @@ from tests.support.procs import free_udp_port, free_udp_port_block
 from tests.support.rawsip import Dialog, RawSipPeer, RtpSender, SipMsg, media_address, sdp_offer
 from tests.support.sipp import run_sipp_async, start_sipp
 
-pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.sip, pytest.mark.smoke, pytest.mark.timeout(120)]
 
 
 def _target(gw: Gateway) -> tuple[str, int]:
@@ -236,7 +236,7 @@ async def test_garbage_and_headerless_requests_leave_the_gateway_alive(tmp_path:
 
 async def test_offerless_invite_refused_at_capacity_survives_its_ack(tmp_path: Path) -> None:
     audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(2000))
-    async with SimulatorServer() as sim, run_gateway(tmp_path, sim) as gw:
+    async with SimulatorServer() as sim, run_gateway(tmp_path, sim, sip={"max_calls": 3}) as gw:
         with start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "sipp",
                         media_port=free_udp_port_block(4), hold_ms=15_000, calls=3,
                         concurrent=3, keys={"audio_file": str(audio)}, timeout_s=60):
