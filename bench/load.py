@@ -1,17 +1,22 @@
 """Load benchmark: the real gateway under N concurrent SIPp calls, native and transcode media.
 
-Not a test: it measures and reports. For each media mode and call count N it starts one
-Realtime simulator process (``gateway sim``, its own process so its CPU is not charged to the
-gateway), ``ceil(N / 3)`` gateway processes (the pjsua2 wheel has 4 call slots and the gateway
-serves ``sip.max_calls`` = 3 of them), each with its own SIP port and RTP port range, and one
-SIPp per gateway placing its share of concurrent PCMU calls. Every caller streams a looped
+Not a test: it measures and reports. It benchmarks the pjsua2 binding of the interpreter that
+runs it: ``.venv/bin/python`` has the source build of pjproject (hundreds of call slots),
+``.venv-wheel/bin/python`` the PyPI wheel ``pjsua2-python`` (4 slots, 3 calls per process); the
+binding is detected with ``importlib.metadata`` and confirmed from the gateway's start-up log.
+For each media mode and call count N it starts one Realtime simulator process (``gateway
+sim``, its own process so its CPU is not charged to the gateway), ``ceil(N / K)`` gateway
+processes for ``--calls-per-gateway K`` (default: 3 on the wheel, all N calls in one process on
+the source build), each with its own SIP port and an RTP port range sized for its calls, and
+one SIPp per gateway placing its share of concurrent PCMU calls. Every caller streams a looped
 espeak-ng question (silence, about 2.5 s of speech, silence), so the agent greets, is barged
 in on, and answers each question. Once all calls are up and a settling time has passed, a
 steady window is measured:
 
 * CPU from ``/proc/PID/stat`` (utime + stime, all threads) of the gateways, the simulator
   (with its espeak-ng children) and SIPp, and the host's busy time from ``/proc/stat``;
-* ``VmRSS`` of every gateway process;
+* ``VmRSS`` and PSS (``/proc/PID/smaps_rollup``) of every gateway process, and per call
+  (all gateway processes together / N);
 * the RTP the gateways send to the callers, captured with tcpdump on ``lo`` (needs root):
   rate, inter-packet gaps, RFC 3550 jitter, late (> 40 ms) and lost packets, agent talk time;
 * INVITE -> 200 latency from SIPp's message log.
@@ -19,12 +24,14 @@ steady window is measured:
 The whole set is run ``--repeat`` times (2 by default), each pass starting with an idle
 gateway process (0 calls), so run-to-run spread is visible. The results are printed as Markdown
 tables, saved as JSON in the run directory, and written into ``docs/benchmarks.md`` between
-generated-block markers (the hand-written notes around them are kept). Every process runs
+the generated-block markers of the binding (the other binding's block and the hand-written
+notes around them are kept). Every process runs
 under a ``timeout`` wrapper and is stopped on exit, including on Ctrl-C, SIGTERM and errors.
 
 Usage (from the repository root, as root)::
 
-    .venv/bin/python -m bench.load            # N in {3, 6, 12}, both modes, 2 passes (~7 min)
+    .venv/bin/python -m bench.load --calls 30 60 90 --repeat 1        # source build
+    .venv-wheel/bin/python -m bench.load --calls 30 60 --repeat 1     # the wheel, 3 per process
     .venv/bin/python -m bench.load --quick    # smoke run: N=3, short windows, no doc update
 """
 
@@ -56,6 +63,7 @@ from bench.metrics import (
     child_pid,
     cpu_snapshot,
     frame_counters,
+    pss_kb,
     rss_kb,
     summarize_rtp,
 )
@@ -64,6 +72,8 @@ from bench.report import (
     LevelFailure,
     LevelResult,
     Plan,
+    confirm_binding,
+    detect_binding,
     machine_info,
     render_block,
     render_tables,
@@ -82,11 +92,11 @@ from tests.support.sipp import SippProcess, start_sipp
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = [sys.executable, "-m", "gateway"]
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
-#: Calls one gateway process serves (``sip.max_calls``: the wheel's 4 slots minus the one
+#: Calls one gateway process on the wheel serves (``sip.max_calls``: its 4 slots minus the one
 #: kept to refuse the next call with 503).
-CALLS_PER_GATEWAY = 3
-#: RTP ports reserved per gateway process (RTP + RTCP for each of the 4 slots, with room).
-RTP_PORTS_PER_GATEWAY = 20
+WHEEL_CALLS_PER_GATEWAY = 3
+#: Fewest RTP ports reserved per gateway process.
+MIN_RTP_PORTS = 20
 #: Longest wait for a process to come up or for all calls to be established.
 START_TIMEOUT_S = 30.0
 #: Calls end this long after the window closes (covers ramp-up and capture start/stop).
@@ -148,12 +158,27 @@ class GatewayProc:
     run: Running
     port: int
     rtp_start: int
+    rtp_ports: int
     calls: int
 
     @property
     def target(self) -> str:
         """``127.0.0.1:PORT`` for SIPp."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def rtp_filter(self) -> str:
+        """tcpdump filter for what this gateway sends from its RTP range."""
+        return f"src portrange {self.rtp_start}-{self.rtp_start + self.rtp_ports - 1}"
+
+
+def rtp_ports_for(calls: int) -> int:
+    """RTP ports to reserve for a gateway process taking ``calls`` calls.
+
+    pjsua binds an RTP/RTCP pair per call, trying pairs upwards from ``rtp_port_start``; a
+    pair of another program in the range is skipped, so leave twice the room, plus a margin.
+    """
+    return max(MIN_RTP_PORTS, 4 * calls + 8)
 
 
 def start_sim(stack: contextlib.ExitStack, run_dir: Path, speed: float,
@@ -180,17 +205,24 @@ def write_dialplan(path: Path, mode: str) -> Path:
 
 
 def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[int],
-                   sim_url: str, dialplan: Path, ports: PortPlan,
-                   lifetime_s: float) -> list[GatewayProc]:
-    """Start one gateway process per share of calls, all at once; return when all are ready."""
-    started: list[tuple[ManagedProcess, int, int, int]] = []
+                   sim_url: str, dialplan: Path, ports: PortPlan, lifetime_s: float,
+                   max_calls: int | None) -> list[GatewayProc]:
+    """Start one gateway process per share of calls, all at once; return when all are ready.
+
+    ``max_calls`` is each process's ``sip.max_calls`` (``--calls-per-gateway``); ``None``
+    leaves it automatic: all the binding's call slots but one (hundreds on the source build).
+    """
+    started: list[tuple[ManagedProcess, int, int, int, int]] = []
     for i, share in enumerate(shares):
         port = ports.block(2)
-        rtp = ports.block(RTP_PORTS_PER_GATEWAY)
-        config = {"realtime": {"url": sim_url},
-                  "sip": {"transports": [{"type": "udp", "host": "127.0.0.1", "port": port}],
-                          "max_calls": CALLS_PER_GATEWAY, "rtp_port_start": rtp,
-                          "rtp_port_range": RTP_PORTS_PER_GATEWAY},
+        rtp_count = rtp_ports_for(share)
+        rtp = ports.block(rtp_count)
+        sip: dict[str, object] = {
+            "transports": [{"type": "udp", "host": "127.0.0.1", "port": port}],
+            "rtp_port_start": rtp, "rtp_port_range": rtp_count}
+        if max_calls is not None:
+            sip["max_calls"] = max_calls
+        config = {"realtime": {"url": sim_url}, "sip": sip,
                   "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
         config_path = run_dir / f"gateway{i}.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -201,11 +233,14 @@ def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[
                               log_path=run_dir / f"gateway{i}.log", name=f"gateway{i}",
                               env=env, cwd=REPO, max_lifetime_s=lifetime_s + 20)
         stack.enter_context(proc)
-        started.append((proc, port, rtp, share))
+        started.append((proc, port, rtp, rtp_count, share))
     out: list[GatewayProc] = []
-    for proc, port, rtp, share in started:
-        proc.wait_ready(lambda log: "gateway ready" in log, timeout_s=START_TIMEOUT_S)
-        out.append(GatewayProc(Running(proc, child_pid(proc.pid)), port, rtp, share))
+    # Many processes importing at once on 2 cores take a while: the timeout grows with them.
+    ready_s = START_TIMEOUT_S + 2.0 * len(started)
+    for proc, port, rtp, rtp_count, share in started:
+        proc.wait_ready(lambda log: "gateway ready" in log, timeout_s=ready_s)
+        out.append(GatewayProc(Running(proc, child_pid(proc.pid)), port, rtp, rtp_count,
+                               share))
     return out
 
 
@@ -226,7 +261,8 @@ def wait_calls_up(gateways: Sequence[GatewayProc], sipps: Sequence[SippProcess])
     Raises:
         BenchError: A gateway or SIPp exited, a call was refused, or the wait timed out.
     """
-    deadline = time.monotonic() + START_TIMEOUT_S
+    timeout_s = START_TIMEOUT_S + sum(g.calls for g in gateways) / CALL_RATE
+    deadline = time.monotonic() + timeout_s
     while True:
         for gw in gateways:
             if not gw.run.proc.running:
@@ -240,7 +276,7 @@ def wait_calls_up(gateways: Sequence[GatewayProc], sipps: Sequence[SippProcess])
             return
         if time.monotonic() > deadline:
             counts = ", ".join(f"{_connected(g)}/{g.calls}" for g in gateways)
-            raise BenchError(f"calls not up within {START_TIMEOUT_S} s ({counts})")
+            raise BenchError(f"calls not up within {timeout_s:.0f} s ({counts})")
         time.sleep(0.05)
 
 
@@ -256,15 +292,16 @@ def _log_problems(gateways: Sequence[GatewayProc]) -> int:
 # Levels --------------------------------------------------------------------------------------
 
 
-def run_idle(plan: Plan, ports: PortPlan, run: int) -> IdleResult:
-    """One gateway process with the simulator up and no call: its fixed cost."""
+def run_idle(plan: Plan, ports: PortPlan, run: int) -> tuple[IdleResult, str]:
+    """One gateway process with the simulator up and no call: its fixed cost (and its log)."""
     run_dir = plan.out_dir / f"run{run}" / "idle"
     run_dir.mkdir(parents=True, exist_ok=True)
     lifetime = plan.settle_s + plan.idle_window_s + 60
     with contextlib.ExitStack() as stack:
         sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
         dialplan = write_dialplan(run_dir / "dialplan.yaml", "native")
-        (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime)
+        (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime,
+                               plan.calls_per_gateway)
         time.sleep(plan.settle_s)
         groups = {"gateway": [gw.run.pid], "sim": [sim.pid]}
         a = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
@@ -272,14 +309,19 @@ def run_idle(plan: Plan, ports: PortPlan, run: int) -> IdleResult:
         b = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
         window = CpuWindow.between(a, b)
         rss = rss_kb(gw.run.pid) / 1024
-    return IdleResult(run, round(window.seconds, 2), window.groups["gateway"], rss,
-                      window.groups["sim"], window.host_busy, _top_threads(window))
+        pss = pss_kb(gw.run.pid) / 1024
+        log_text = gw.run.proc.log_text()
+    return IdleResult(run, round(window.seconds, 2), window.groups["gateway"], rss, pss,
+                      window.groups["sim"], window.host_busy, _top_threads(window)), log_text
 
 
-def shares_for(calls: int) -> list[int]:
-    """Calls per gateway process: as many full processes as possible, then the rest."""
-    full, rest = divmod(calls, CALLS_PER_GATEWAY)
-    return [CALLS_PER_GATEWAY] * full + ([rest] if rest else [])
+def shares_for(calls: int, per_gateway: int | None) -> list[int]:
+    """Calls per gateway process: as many full processes as possible, then the rest
+    (``per_gateway`` ``None``: all calls in one process)."""
+    if per_gateway is None:
+        return [calls]
+    full, rest = divmod(calls, per_gateway)
+    return [per_gateway] * full + ([rest] if rest else [])
 
 
 def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
@@ -287,18 +329,22 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
     """Measure ``calls`` concurrent calls in media ``mode`` (in the pass of ``idle``)."""
     run_dir = plan.out_dir / f"run{idle.run}" / f"{mode}-n{calls}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    shares = shares_for(calls)
+    shares = shares_for(calls, plan.calls_per_gateway)
     ramp_s = calls / CALL_RATE
     hold_s = plan.settle_s + plan.window_s + HOLD_MARGIN_S + ramp_s
     lifetime = hold_s + 2 * START_TIMEOUT_S + 30
     with contextlib.ExitStack() as stack:
         sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
         dialplan = write_dialplan(run_dir / "dialplan.yaml", mode)
-        gateways = start_gateways(stack, run_dir, shares, url, dialplan, ports, lifetime)
+        gateways = start_gateways(stack, run_dir, shares, url, dialplan, ports, lifetime,
+                                  plan.calls_per_gateway)
         sipps: list[SippProcess] = []
         for gw in gateways:
             sipp = start_sipp("uac_pcmu", gw.target, log_dir=run_dir, service="100",
-                              local_port=ports.block(2), media_port=ports.block(4),
+                              local_port=ports.block(2),
+                              # SIPp binds a port pair per call upwards of -mp: reserve them
+                              # all, so none lands in a gateway's RTP range (the capture).
+                              media_port=ports.block(4 * gw.calls + 4),
                               calls=gw.calls, concurrent=gw.calls, rate=CALL_RATE,
                               hold_ms=int(hold_s * 1000), keys={"audio_file": str(audio)},
                               timeout_s=hold_s + START_TIMEOUT_S + 10)
@@ -309,15 +355,14 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         gw_pids = [g.run.pid for g in gateways]
         groups = {"gateway": gw_pids, "sim": [sim.pid],
                   "sipp": [child_pid(s.process.pid) for s in sipps]}
-        rtp_filter = "udp and (" + " or ".join(
-            f"src portrange {g.rtp_start}-{g.rtp_start + RTP_PORTS_PER_GATEWAY - 1}"
-            for g in gateways) + ")"
+        rtp_filter = "udp and (" + " or ".join(g.rtp_filter for g in gateways) + ")"
         with Capture(run_dir / "rtp.pcap", rtp_filter,
                      max_lifetime_s=plan.window_s + 60) as cap:
             a = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
             time.sleep(plan.window_s)
             b = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
             rss = tuple(rss_kb(p) / 1024 for p in gw_pids)
+            pss = tuple(pss_kb(p) / 1024 for p in gw_pids)
             sim_rss = rss_kb(sim.pid) / 1024
         if not all(s.running for s in sipps):
             raise BenchError("a SIPp finished before the window closed: calls ended early")
@@ -335,7 +380,7 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         window_s=round(window.seconds, 2),
         gw_cpu_pct=gw_cpu, gw_cpu_per_call=gw_cpu / calls,
         gw_net_per_call=(gw_cpu - len(gateways) * idle.cpu_pct) / calls,
-        gw_rss_mb=rss, sim_cpu_pct=window.groups["sim"], sim_rss_mb=sim_rss,
+        gw_rss_mb=rss, gw_pss_mb=pss, sim_cpu_pct=window.groups["sim"], sim_rss_mb=sim_rss,
         sipp_cpu_pct=window.groups["sipp"], host_busy_pct=window.host_busy, rtp=rtp,
         answer_ms=answers, calls_ok=sum(r.successful for r in results),
         calls_failed=sum(r.failed for r in results), log_problems=problems,
@@ -370,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
     p.add_argument("--calls", type=int, nargs="+", default=[3, 6, 12], metavar="N",
                    help="concurrent call counts to measure (default: 3 6 12)")
+    p.add_argument("--calls-per-gateway", type=int, metavar="K",
+                   help="calls per gateway process, its sip.max_calls (default: what the "
+                   f"binding allows: {WHEEL_CALLS_PER_GATEWAY} on the wheel, all of a level's "
+                   "calls in one process on the source build)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="media modes (default: both)")
     p.add_argument("--window", type=float, default=20.0, help="steady window, s (default 20)")
@@ -401,24 +450,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(n < 1 for n in args.calls) or min(args.window, args.idle_window, args.repeat) <= 0:
         raise SystemExit("call counts, windows and --repeat must be positive")
     check_prerequisites()
+    binding = detect_binding()
+    per_gateway = args.calls_per_gateway
+    if per_gateway is None and binding.kind == "wheel":
+        per_gateway = WHEEL_CALLS_PER_GATEWAY
+    if per_gateway is not None and per_gateway < 1:
+        raise SystemExit("--calls-per-gateway must be positive")
+    if binding.kind == "wheel" and per_gateway is not None \
+            and per_gateway > WHEEL_CALLS_PER_GATEWAY:
+        raise SystemExit(f"the wheel allows {WHEEL_CALLS_PER_GATEWAY} calls per process "
+                         f"(4 call slots, one kept to refuse with 503)")
     doc = None if args.no_doc else (args.doc or (None if args.quick else DEFAULT_DOC))
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="bench-load-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = Plan(tuple(args.calls), tuple(args.modes), args.window, args.idle_window,
-                args.settle, args.sim_speed, args.repeat, out_dir)
+                args.settle, args.sim_speed, args.repeat, out_dir, per_gateway)
     signal.signal(signal.SIGTERM, _on_sigterm)
     machine = machine_info()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ports = PortPlan()
     idles: list[IdleResult] = []
     levels: list[LevelResult | LevelFailure] = []
-    print(f"artefacts in {out_dir}", file=sys.stderr)
+    layout = (f"{per_gateway} calls per gateway process" if per_gateway
+              else "all calls in one gateway process")
+    print(f"artefacts in {out_dir}; binding: {binding.title} ({binding.distribution} "
+          f"{binding.distribution_version}), {layout}", file=sys.stderr)
     try:
         audio = caller_audio(out_dir / "caller.ulaw")
         for run in range(1, plan.repeat + 1):
             print(f"run {run}: measuring an idle gateway process...", file=sys.stderr)
-            idle = run_idle(plan, ports, run)
+            idle, idle_log = run_idle(plan, ports, run)
             idles.append(idle)
+            binding = confirm_binding(binding, idle_log)
             for calls in plan.calls:
                 for mode in plan.modes:
                     print(f"run {run}: measuring {mode}, {calls} calls...", file=sys.stderr)
@@ -433,16 +496,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every process this run started has been stopped", file=sys.stderr)
         return 130
-    command = f"python -m bench.load {argv_text}".strip()
+    command = f"bench.load {argv_text}".strip()
+    interpreter = sys.executable
+    with contextlib.suppress(ValueError):
+        interpreter = str(Path(sys.executable).relative_to(REPO))
     tables = render_tables(idles, levels)
     print(tables)
-    record = {"started": started, "command": command, "machine": machine,
+    record = {"started": started, "command": f"{interpreter} -m {command}",
+              "machine": machine, "binding": {**asdict(binding), "label": binding.label},
               "plan": {**asdict(plan), "out_dir": str(plan.out_dir)},
               "idle": [asdict(i) for i in idles], "levels": [asdict(lv) for lv in levels]}
     (out_dir / "results.json").write_text(json.dumps(record, indent=2, default=str))
     if doc is not None:
         update_doc(doc, render_block(started=started, command=command, machine=machine,
-                                     plan=plan, idles=idles, levels=levels, tables=tables))
+                                     plan=plan, binding=binding, interpreter=interpreter,
+                                     idles=idles, levels=levels, tables=tables),
+                   binding.label)
         print(f"updated {doc}", file=sys.stderr)
     return 1 if any(isinstance(lv, LevelFailure) for lv in levels) else 0
 

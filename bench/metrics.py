@@ -92,6 +92,22 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size (``Pss`` of ``/proc/PID/smaps_rollup``) in KiB; 0 if gone.
+
+    Shared pages (the interpreter, numpy, the pjsua2 library mapped by every gateway process)
+    count a 1/n share in each of the n processes mapping them, so summing PSS over processes
+    gives the memory they really use together, where summing RSS counts shared pages n times.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
 def host_ticks() -> tuple[int, int]:
     """``(busy, total)`` ticks of all CPUs since boot (busy excludes idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -190,8 +206,10 @@ class RtpSummary:
     ``pps_per_call`` is all packets / window / expected calls, so a missing stream lowers it;
     ``pps_min`` is the slowest stream's own rate. ``deltas_*`` pool the inter-packet arrival
     gaps of every stream; ``jitter_*`` are RFC 3550 estimates per stream (mean of the final
-    values, max of the running maxima). ``late`` counts gaps over :data:`LATE_MS`, ``lost``
-    sequence numbers never seen, ``talk_pct`` the share of 20 ms frames carrying agent speech.
+    values, nearest-rank 99th percentile of the running estimate after every packet, pooled
+    over streams, and max of the running maxima). ``late`` counts gaps over :data:`LATE_MS`,
+    ``lost`` sequence numbers never seen, ``talk_pct`` the share of 20 ms frames carrying agent
+    speech.
     """
 
     streams: int
@@ -202,6 +220,7 @@ class RtpSummary:
     delta_p99_ms: float
     delta_max_ms: float
     jitter_mean_ms: float
+    jitter_p99_ms: float
     jitter_max_ms: float
     late: int
     lost: int
@@ -212,6 +231,22 @@ def _trim(stream: RtpStream, start: float, end: float) -> RtpStream:
     return replace(stream, packets=tuple(p for p in stream.packets if start <= p.at <= end))
 
 
+def running_jitter_ms(stream: RtpStream, clock_rate: int = 8000) -> list[float]:
+    """The RFC 3550 §6.4.1 jitter estimate after each packet of ``stream``, in ms.
+
+    The same estimator as :func:`tests.support.rtp.inter_arrival_jitter`, keeping every
+    intermediate value so a percentile over the window can be taken.
+    """
+    jitter = 0.0
+    out: list[float] = []
+    for prev, cur in zip(stream.packets, stream.packets[1:], strict=False):
+        arrival = (cur.at - prev.at) * clock_rate
+        sent = ((cur.rtp.ts - prev.rtp.ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        jitter += (abs(arrival - sent) - jitter) / 16
+        out.append(jitter * 1000 / clock_rate)
+    return out
+
+
 def summarize_rtp(packets: Iterable[Packet], start: float, end: float,
                   expected_calls: int) -> RtpSummary:
     """Summarize the RTP streams among ``packets`` between wall times ``start`` and ``end``."""
@@ -220,6 +255,7 @@ def summarize_rtp(packets: Iterable[Packet], start: float, end: float,
     deltas: list[float] = []
     rates: list[float] = []
     jitters: list[float] = []
+    running: list[float] = []
     max_jitter = 0.0
     lost = 0
     voiced = frames = 0
@@ -228,6 +264,7 @@ def summarize_rtp(packets: Iterable[Packet], start: float, end: float,
         lost += stats.lost
         jitters.append(stats.jitter_ms)
         max_jitter = max(max_jitter, stats.max_jitter_ms)
+        running += running_jitter_ms(s)
         rates.append(s.packet_rate)
         deltas += [(b.at - a.at) * 1000 for a, b in zip(s.packets, s.packets[1:], strict=False)]
         if s.payload_type in (0, 8):
@@ -243,6 +280,7 @@ def summarize_rtp(packets: Iterable[Packet], start: float, end: float,
         delta_p50_ms=percentile(deltas, 50), delta_p99_ms=percentile(deltas, 99),
         delta_max_ms=max(deltas) if deltas else math.nan,
         jitter_mean_ms=sum(jitters) / len(jitters) if jitters else math.nan,
+        jitter_p99_ms=percentile(running, 99),
         jitter_max_ms=max_jitter if streams else math.nan,
         late=sum(1 for d in deltas if d > LATE_MS), lost=lost,
         talk_pct=100.0 * voiced / frames if frames else 0.0)
