@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import ConfigError, ConfigErrors
+from gateway.realtime.retry import RetryPolicy
 from gateway.yamlsrc import Reader, YamlDoc, load_yaml
 
 #: ``realtime.url`` value meaning "start the local simulator inside the gateway and use it".
@@ -77,14 +78,17 @@ class RealtimeSettings:
     rotate_after_s: float = 3300.0
 
     @property
+    def retry(self) -> RetryPolicy:
+        """How a call opens its Realtime session: ``connect_attempts`` attempts, backing off."""
+        return RetryPolicy(max_attempts=self.connect_attempts)
+
+    @property
     def connect_budget_s(self) -> float:
         """Longest time opening a Realtime session can take.
 
-        Every attempt timing out, plus the client's default backoff between attempts (0.5 s
-        doubling, capped at 8 s; jitter only shortens it).
+        Every attempt timing out, plus the backoff between attempts (jitter only shortens it).
         """
-        backoff = sum(min(0.5 * 2.0 ** i, 8.0) for i in range(self.connect_attempts - 1))
-        return self.connect_attempts * self.open_timeout_s + backoff
+        return self.connect_attempts * self.open_timeout_s + self.retry.longest_wait_s()
 
     @property
     def embedded(self) -> bool:

@@ -548,8 +548,7 @@ class CallAgent:
             elif rule.action == "transfer" and rule.target:
                 self._spawn(self._transfer_and_end(rule.target), "dtmf-transfer")
             elif rule.action == "say":
-                line = " ".join(rule.message.replace('"', "'").split())
-                await self.request_response(f'Say exactly "{line}" now.')
+                await self.request_response(say_exactly(rule.message))
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -561,3 +560,12 @@ class CallAgent:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+
+def say_exactly(line: str) -> str:
+    """Instructions that make the model say ``line`` word for word, now.
+
+    Quotes delimit the line; quotes inside it (e.g. from a caller's display name) would end it
+    early, so they become apostrophes, and the line is folded onto one line.
+    """
+    line = " ".join(line.replace('"', "'").split())
+    return f'Say exactly "{line}" now.'

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from gateway.dialplan.router import CallInfo, first_values, route_call
 from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
 from gateway.errors import CallRejected, NoRouteError
 from gateway.realtime.client import RealtimeConnectOptions
-from gateway.realtime.retry import RetryPolicy
 from gateway.sip import message
 from gateway.sip.events import (
     CallerRefer,
@@ -187,7 +185,7 @@ class CallManager:
         self.stats.ended += 1
         self.recent.append(record)
         del self.recent[:-_RECENT_CALLS]
-        log.info("call record: %s", json.dumps(record.as_dict(), sort_keys=True),
+        log.info("call record: %s", record.as_json(),
                  extra={"call_id": f"leg{leg_id}", "sip_call_id": sip_call_id})
 
     def _admit(self, offer: IncomingCall) -> None:
@@ -227,7 +225,7 @@ class CallManager:
             headers={k: v.value for k, v in self.settings.realtime.headers.items()},
             open_timeout_s=self.settings.realtime.open_timeout_s,
             ping_interval_s=self.settings.realtime.ping_interval_s,
-            retry=RetryPolicy(max_attempts=self.settings.realtime.connect_attempts),
+            retry=self.settings.realtime.retry,
         )
         session = CallSession(offer, decision, self.sip, options, self._session_settings,
                               self.services)

@@ -35,7 +35,7 @@ from gateway.calls import continuity
 from gateway.calls.agent import session_config
 from gateway.calls.context import ConversationContext
 from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
-from gateway.calls.conversation import AgentServices, CallAgent, TransferResult
+from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
 from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
@@ -134,6 +134,10 @@ class CallRecord:
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able data."""
         return dataclasses.asdict(self)
+
+    def as_json(self) -> str:
+        """The record as one JSON line (keys sorted), as the ``call record:`` log shows it."""
+        return json.dumps(self.as_dict(), sort_keys=True)
 
 
 @dataclass
@@ -286,7 +290,7 @@ class CallSession:
             "tx_underrun_frames": stats.silence_frames_underrun,
             "tx_frames_flushed": stats.frames_flushed}
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
-        self.log.info("call record: %s", json.dumps(self.record.as_dict(), sort_keys=True))
+        self.log.info("call record: %s", self.record.as_json())
 
     # Tasks -------------------------------------------------------------------------------
 
@@ -359,7 +363,7 @@ class CallSession:
         assert self._codec is not None
         await self._configure(self._codec)
         if self.decision.greeting:
-            await self.actor.request_response(_say_exactly(self.decision.greeting))
+            await self.actor.request_response(say_exactly(self.decision.greeting))
         self._streaming = True
         self._session_opened_at = asyncio.get_running_loop().time()
         rotation = asyncio.create_task(self._rotate_when_due(client),
@@ -454,7 +458,7 @@ class CallSession:
         plan = self._continuity.resume(gap)
         if plan.apologise is not None:
             self.record.realtime["apologies"] += 1
-            await self.actor.request_response(_say_exactly(plan.apologise))
+            await self.actor.request_response(say_exactly(plan.apologise))
         elif plan.respond:
             await self.actor.request_response()
 
@@ -677,13 +681,6 @@ def _interrupt_response(turn_detection: object) -> bool:
     """Whether the caller may talk over the agent (barge-in) with this turn detection."""
     return turn_detection is not None and bool(getattr(turn_detection, "interrupt_response",
                                                        False))
-
-
-def _say_exactly(line: str) -> str:
-    # Quotes delimit the line to say; ones inside it (e.g. from a caller's display name)
-    # would end it early.
-    line = " ".join(line.replace('"', "'").split())
-    return f'Say exactly "{line}" now.'
 
 
 async def _cancel_all(tasks: set[asyncio.Task[str]]) -> None:

@@ -82,6 +82,10 @@ class RetryPolicy:
             return self.max_delay_s
         return min(raw, self.max_delay_s)
 
+    def longest_wait_s(self) -> float:
+        """The most all waits between ``max_attempts`` attempts can add up to (no jitter)."""
+        return sum(self.backoff(attempt) for attempt in range(1, self.max_attempts))
+
     def delay(self, attempt: int, rand: float) -> float | None:
         """How long to wait after failed attempt ``attempt``, or ``None`` to give up.
 

@@ -39,6 +39,14 @@ def parse_headers(message: str) -> tuple[str, list[tuple[str, str]]]:
     return start, headers
 
 
+def body(message: str) -> str:
+    """The body of a SIP message: what follows the first blank line (CRLF or bare LF)."""
+    for blank in ("\r\n\r\n", "\n\n"):
+        if blank in message:
+            return message.split(blank, 1)[1]
+    return ""
+
+
 def header(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...], name: str) -> str | None:
     """First value of ``name`` (case-insensitive), or ``None``."""
     low = name.lower()

@@ -54,8 +54,6 @@ log = logging.getLogger("gateway.sip")
 #: An INVITE the loop has not answered after this long gets 503, so no caller hangs forever.
 #: The app passes a deadline longer than the Realtime connect budget (see ``answer_deadline_s``).
 ANSWER_DEADLINE_S = 45.0
-#: ``Retry-After`` (RFC 3261 §20.33) on the 503s the gateway sends for its own failures.
-RETRY_AFTER_S = 5
 #: How often the RTP inactivity check reads each call's receive counters.
 _MEDIA_CHECK_S = 1.0
 _COMMAND_QUEUE_SIZE = 1024
@@ -245,8 +243,9 @@ class SipUserAgent:
         cfg.medConfig.ecTailLen = 0
         cfg.medConfig.noVad = True
         cfg.medConfig.threadCnt = 1
-        # Two bridge ports per call (the call's stream and ours); pjsua clamps this to its
-        # compiled PJSUA_MAX_CONF_PORTS.
+        # Two bridge ports per call (the call's stream and ours). pjsua does not clamp this to
+        # the slots it really has; an unused bridge slot costs a few bytes per port, and the
+        # clock thread only walks the ports in use.
         cfg.medConfig.maxMediaPorts = max(254, 2 * cfg.uaConfig.maxCalls + 8)
         ep.libInit(cfg)
         self.binding = binding.detect(ep)
@@ -435,8 +434,7 @@ class SipUserAgent:
 
     def rejected_by_pjsua(self, prm: Any) -> None:
         """An INVITE pjsua refused itself: it still gets a record."""
-        start, headers = message.parse_headers(str(prm.rdata.wholeMsg))
-        del start
+        _, headers = message.parse_headers(str(prm.rdata.wholeMsg))
         src_ip = str(prm.rdata.srcAddress).rpartition(":")[0].strip("[]")
         status, reason = int(prm.statusCode), str(prm.reason)
         log.info("INVITE refused by pjsua: %d %s", status, reason)
@@ -449,13 +447,11 @@ class SipUserAgent:
         if len(self._legs) > self.max_calls:
             self.stats.calls_refused_capacity += 1
             log.warning("at capacity (%d calls): refusing call with 503", self.max_calls)
-            status, reason, extra = rejection_response(
-                CapacityExceeded(retry_after_s=RETRY_AFTER_S))
+            status, reason, extra = rejection_response(CapacityExceeded())
             return Refusal(status, reason, extra, detail="at capacity")
         refusal = content_length_refusal(whole, transport)
         if refusal is None:
-            body = whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else ""
-            refusal = offer_refusal(body, message.header(headers, "Content-Type"),
+            refusal = offer_refusal(message.body(whole), message.header(headers, "Content-Type"),
                                     codecs=self.settings.codecs, srtp=self.settings.srtp)
         if refusal is not None:
             self.stats.calls_refused_offer += 1
@@ -469,17 +465,9 @@ class SipUserAgent:
 
     def _answer_leg(self, leg: Leg, status: int, reason: str,
                     headers: tuple[tuple[str, str], ...]) -> None:
-        prm = pj.CallOpParam()
-        prm.statusCode = status
-        if reason:
-            prm.reason = reason
-        for name, value in headers:
-            h = pj.SipHeader()
-            h.hName, h.hValue = name, value
-            prm.txOption.headers.append(h)
         if status >= 200:
             leg.answered = True
-        leg.answer(prm)
+        leg.answer(_op_param(status, reason, headers))
 
     def _hangup(self, leg_id: int, status: int, reason: str) -> None:
         def go(leg: Leg) -> None:
@@ -487,14 +475,10 @@ class SipUserAgent:
         self._with_leg(leg_id, go)
 
     def _end_leg(self, leg: Leg, status: int, reason: str = "") -> None:
-        prm = pj.CallOpParam()
-        prm.statusCode = status
-        if reason:
-            prm.reason = reason
-        if not leg.answered and status == 503:
-            h = pj.SipHeader()
-            h.hName, h.hValue = "Retry-After", str(RETRY_AFTER_S)
-            prm.txOption.headers.append(h)
+        headers: tuple[tuple[str, str], ...] = ()
+        if not leg.answered:  # a final response: a 503 says when to retry
+            _, _, headers = rejection_response(CallRejected(reason, sip_status=status))
+        prm = _op_param(status, reason, headers)
         leg.answered = True
         leg.local_hangup = True
         leg.hangup(prm)
@@ -517,8 +501,8 @@ class SipUserAgent:
                 self.stats.answer_deadline_expired += 1
                 log.error("leg %d not answered within %.0f s: 503", leg.leg_id,
                           self._answer_deadline_s)
-                self._answer_leg(leg, 503, "No Answer From Gateway",
-                                 (("Retry-After", str(RETRY_AFTER_S)),))
+                self._answer_leg(leg, *rejection_response(
+                    CallRejected("No Answer From Gateway", sip_status=503)))
 
     def _check_media(self) -> None:
         """End calls whose caller stopped sending RTP (vanished without a BYE)."""
@@ -640,3 +624,16 @@ class SipUserAgent:
             ep.libDestroy()
         except Exception:
             log.exception("libDestroy failed")
+
+
+def _op_param(status: int, reason: str, headers: tuple[tuple[str, str], ...]) -> Any:
+    """A ``CallOpParam`` for a response or hangup with ``status``, ``reason`` and headers."""
+    prm = pj.CallOpParam()
+    prm.statusCode = status
+    if reason:
+        prm.reason = reason
+    for name, value in headers:
+        h = pj.SipHeader()
+        h.hName, h.hValue = name, value
+        prm.txOption.headers.append(h)
+    return prm

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from gateway.sip import message
+
 LOCALHOST = "127.0.0.1"
 _ids = itertools.count(1)
 
@@ -57,15 +59,8 @@ class SipMsg:
 
     def headers(self, name: str) -> list[str]:
         """Every value of header ``name`` (long or compact form), in order."""
-        compact = {"from": "f", "to": "t", "call-id": "i", "contact": "m", "via": "v",
-                   "content-length": "l", "content-type": "c"}.get(name.lower())
-        head = self.text.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-        out = []
-        for line in head:
-            key, sep, value = line.partition(":")
-            if sep and key.strip().lower() in (name.lower(), compact):
-                out.append(value.strip())
-        return out
+        low = name.lower()
+        return [v for n, v in message.parse_headers(self.text)[1] if n.lower() == low]
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name``."""
@@ -75,7 +70,7 @@ class SipMsg:
     @property
     def body(self) -> str:
         """The message body."""
-        return self.text.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in self.text else ""
+        return message.body(self.text)
 
     def tag(self, name: str) -> str | None:
         """The ``tag`` parameter of the From or To header."""
