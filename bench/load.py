@@ -356,8 +356,10 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         groups = {"gateway": gw_pids, "sim": [sim.pid],
                   "sipp": [child_pid(s.process.pid) for s in sipps]}
         rtp_filter = "udp and (" + " or ".join(g.rtp_filter for g in gateways) + ")"
-        with Capture(run_dir / "rtp.pcap", rtp_filter,
-                     max_lifetime_s=plan.window_s + 60) as cap:
+        # A 256 MiB buffer holds a whole window even if tcpdump falls behind; 256 bytes keep
+        # the RTP header and a 20 ms G.711 payload.
+        with Capture(run_dir / "rtp.pcap", rtp_filter, max_lifetime_s=plan.window_s + 60,
+                     buffer_kib=262_144, snaplen=256) as cap:
             a = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
             time.sleep(plan.window_s)
             b = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])

@@ -368,8 +368,8 @@ def _media_table(ok: Sequence[LevelResult]) -> str:
         "| run | mode | calls | RTP streams | pkt/s per call (slowest) "
         "| gap p50 / p99 / max ms | jitter mean / p99 / max ms | late > 40 ms | lost "
         "| agent talking % | INVITE→200 p50 / p95 ms | calls ok / failed | agent responses "
-        "| gw frame-loss counters | gw log warnings |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| gw frame-loss counters | gw log warnings | capture drops |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ok:
         t = r.rtp
@@ -379,7 +379,8 @@ def _media_table(ok: Sequence[LevelResult]) -> str:
             f"{_f(t.delta_max_ms)} | {_f(t.jitter_mean_ms)} / {_f(t.jitter_p99_ms)} / "
             f"{_f(t.jitter_max_ms)} | {t.late} | {t.lost} | {_f(t.talk_pct, 0)} | "
             f"{_f(r.answer_p50_ms, 1)} / {_f(r.answer_p95_ms, 1)} | {r.calls_ok} / "
-            f"{r.calls_failed} | {r.agent_responses} | {_counters(r)} | {r.log_problems} |")
+            f"{r.calls_failed} | {r.agent_responses} | {_counters(r)} | {r.log_problems} | "
+            f"{'–' if r.capture_dropped is None else r.capture_dropped} |")
     return "\n".join(rows)
 
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,7 +30,7 @@ from gateway.config import Settings
 from gateway.dialplan.schema import Dialplan
 from gateway.dialplan.store import DialplanStore
 from gateway.logs import add_secrets
-from gateway.sip.ua import BoundTransport, SipUserAgent
+from gateway.sip.ua import BoundTransport, FrontTrust, SipUserAgent
 
 log = logging.getLogger("gateway")
 
@@ -49,7 +49,9 @@ class GatewayInfo:
 
 async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = None,
                       ready: Callable[[GatewayInfo], None] | None = None,
-                      stop: asyncio.Event | None = None) -> None:
+                      stop: asyncio.Event | None = None, front: FrontTrust | None = None,
+                      started: Callable[[SipUserAgent, CallManager], Awaitable[None]]
+                      | None = None, signals: bool = True) -> None:
     """Run the gateway until ``stop`` is set or the process gets SIGINT/SIGTERM.
 
     Args:
@@ -57,6 +59,10 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
         env: The environment, for ``${VAR}`` secrets in dialplan HTTP tools.
         ready: Called once the gateway takes calls.
         stop: Set it to stop the gateway (signals set it too).
+        front: The SIP front this process works behind (a SIP worker), if any.
+        started: Awaited once the SIP endpoint listens, before ``ready`` (a worker says
+            hello to its control process here).
+        signals: Whether SIGINT/SIGTERM stop it and SIGHUP reloads the dialplan.
     """
     env = env or {}
     loop = asyncio.get_running_loop()
@@ -76,13 +82,16 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
         ua = SipUserAgent(settings.sip, playout_capacity_ms=settings.calls.playout_capacity_ms,
                           pjsip_log_level=settings.logging.pjsip_level,
                           answer_deadline_s=settings.realtime.connect_budget_s + 15.0,
-                          log_content=settings.logging.call_content)
+                          log_content=settings.logging.call_content, front=front)
         manager = CallManager(settings, ua, lambda: store.current, url, services)
         await asyncio.to_thread(ua.start, loop, manager.on_sip_event)
         stack.push_async_callback(asyncio.to_thread, ua.stop)
         await stack.enter_async_context(manager)
-        _install_signals(loop, stop, store, workers)
-        stack.callback(_remove_signals, loop)
+        if started is not None:
+            await started(ua, manager)
+        if signals:
+            _install_signals(loop, stop, store, workers)
+            stack.callback(_remove_signals, loop)
         info = GatewayInfo(tuple(ua.transports), url, settings.realtime.embedded)
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in info.sip)
         log.info("gateway ready (pid %d): SIP on %s; agents on %s%s; dialplan %s "

@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-seconds", type=float, default=None,
                      help="stop by itself after this many seconds (for smoke tests)")
 
+    worker = sub.add_parser("worker", help="(internal) one SIP worker process; `gateway run` "
+                            "starts these itself", description="One SIP worker process, "
+                            "started and supervised by `gateway run` (the control process).")
+    worker.add_argument("-c", "--config", help="the gateway's YAML configuration file")
+    from gateway.worker.main import add_arguments
+
+    add_arguments(worker)
+
     sim = sub.add_parser("sim", help="run the local Realtime API simulator",
                          description="Run the local, protocol-faithful Realtime API simulator "
                          "on a WebSocket (ws://HOST:PORT/v1/realtime).")
@@ -120,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sim(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "worker":
+            return _worker(args)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
@@ -215,6 +225,19 @@ def _run(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_bounded(run_gateway(settings, env=os.environ), args.run_seconds))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ)
+    secrets = [settings.realtime.api_key.value,
+               *(h.value for h in settings.realtime.headers.values()),
+               *(a.password.value for a in settings.sip.accounts)]
+    setup_logging(settings.logging.level, settings.logging.format, secrets)
+    from gateway.worker.main import run_worker
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_worker(settings, args, dict(os.environ)))
     return 0
 
 

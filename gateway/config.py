@@ -39,6 +39,10 @@ Codec = Literal["PCMU", "PCMA"]
 SessionTimers = Literal["off", "optional", "required", "always"]
 #: SDES-SRTP (RFC 4568) on bridged calls: off, used when offered, or mandatory.
 SrtpMode = Literal["off", "optional", "mandatory"]
+MediaPortMode = Literal["auto", "native", "python"]
+FrontMode = Literal["auto", "kamailio", "none"]
+#: Most SIP worker processes one control process runs.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,9 @@ class SipSettings:
     )
     accounts: tuple[AccountSettings, ...] = ()
     codecs: tuple[Codec, ...] = ("PCMU", "PCMA")
-    #: Calls per process; ``None``: as many as the pjsua2 binding has call slots, minus one
-    #: kept free so the call beyond gets 503 + Retry-After from us instead of pjsua's bare
-    #: 486 (the PyPI wheel: 3; the source build: 511). A larger number is capped likewise.
+    #: Calls per process; ``None``: as many as the pjsua2 binding has call slots, minus a few
+    #: kept free so the calls beyond get 503 + Retry-After from us instead of pjsua's bare
+    #: 486 (the PyPI wheel: 3; the source build: 504). A larger number is capped likewise.
     max_calls: int | None = None
     rtp_port_start: int = 20000
     rtp_port_range: int = 2000
@@ -177,6 +181,19 @@ class SipSettings:
     #: What SDES-SRTP requires of the signalling that carries its keys: 0 nothing, 1 TLS on
     #: this hop, 2 sips: end to end (pjsua ``srtpSecureSignaling``).
     srtp_secure_signaling: int = 1
+    #: Who moves each 20 ms audio frame between pjsua's bridge and the call: ``native`` the
+    #: gateway's C port (source build; no Python per frame), ``python`` pjsua2's
+    #: AudioMediaPort (works on every binding), ``auto`` native where it is built.
+    media_port: MediaPortMode = "auto"
+    #: SIP worker processes: ``None`` (auto) picks from the CPU count and the binding (one
+    #: without a front). Each takes ``max_calls`` calls on its own loopback port.
+    workers: int | None = None
+    #: The SIP front: ``kamailio`` (a Kamailio dispatcher faces the network and shields the
+    #: workers), ``none`` (one worker binds the transports itself: development on loopback),
+    #: ``auto`` (Kamailio when a transport listens beyond loopback or workers > 1).
+    front: FrontMode = "auto"
+    #: First loopback port of the workers (worker i listens on worker_port_start + i).
+    worker_port_start: int = 5200
 
 
 @dataclass(frozen=True)
@@ -185,6 +202,8 @@ class ControlSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: On SIGTERM, how long live calls may go on (new ones get 503) before they get BYE.
+    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -272,7 +291,9 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     sip = _sip(root.sub("sip"), env)
     ctl = root.sub("control")
     control = ControlSettings(host=ctl.str("host", "127.0.0.1"),
-                              port=ctl.int("port", 8080, min=0, max=65535))
+                              port=ctl.int("port", 8080, min=0, max=65535),
+                              drain_timeout_s=ctl.float("drain_timeout_s", 30.0, min=0,
+                                                        max=86400))
     ctl.finish()
     calls = _calls(root.sub("calls"))
     logs = _logging(root.sub("logging"), env)
@@ -385,9 +406,18 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
         session_min_se_s=r.int("session_min_se_s", 90, min=90, max=86400),
         srtp=_mode(r, "srtp", "off", ("off", "optional", "mandatory")),  # type: ignore[arg-type]
         srtp_secure_signaling=r.int("srtp_secure_signaling", 1, min=0, max=2),
+        media_port=_mode(  # type: ignore[arg-type]
+            r, "media_port", "auto", ("auto", "native", "python")),
+        workers=(r.int("workers", None, min=1, max=MAX_WORKERS)
+                 if r.has("workers") and r.raw("workers") != "auto" else None),
+        front=_mode(r, "front", "auto", ("auto", "kamailio", "none")),  # type: ignore[arg-type]
+        worker_port_start=r.int("worker_port_start", 5200, min=1024, max=65000),
     )
     r.check("session_min_se_s", out.session_min_se_s <= out.session_expires_s,
             "must not exceed session_expires_s")
+    r.check("workers", out.front != "none" or (out.workers or 1) == 1,
+            "more than one worker needs a front (sip.front: kamailio or auto): workers share "
+            "one SIP address only behind it")
     r.check("rtp_timeout_s", out.rtp_timeout_s == 0 or out.rtp_timeout_s >= 2,
             "must be 0 (off) or at least 2 s")
     r.finish()

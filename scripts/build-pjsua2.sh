@@ -12,10 +12,14 @@
 # else a copy downloaded earlier into the cache, else the official release from GitHub. Every
 # tarball is checked against the pinned sha256 before use; a mismatch is refused.
 #
-# Cache: ${GATEWAY_BUILD_CACHE:-~/.cache/gateway-pjsua2}/<key>/ holds the built wheel. The key
-# covers the tarball's sha256, the configure flags, config_site.h, this script and the Python
-# build, so changing any of them rebuilds; otherwise a run costs well under a second (pip
-# install of the cached wheel when the venv lacks it, nothing when it has it).
+# Cache: ${GATEWAY_BUILD_CACHE:-~/.cache/gateway-pjsua2}/<key>/ holds the built wheel and the
+# build's headers. The key covers the tarball's sha256, the configure flags, config_site.h,
+# the build functions of this script and the Python build, so changing any of them rebuilds;
+# otherwise a run costs well under a second (pip install of the cached wheel when the venv
+# lacks it, nothing when it has it).
+#
+# Also compiled and installed next to the binding: the gateway's native media port,
+# gateway/sip/gwmedia.c -> libgwmedia.so (about a second, redone when the file changes).
 #
 # Debian build dependencies (installed by scripts/dev.sh setup): build-essential swig
 # libssl-dev uuid-dev pkg-config, and the Python headers.
@@ -193,16 +197,6 @@ find_tarball
 PY_ID="$("$PY" -c 'import sys, sysconfig
 print(sys.version.replace("\n", " "), sysconfig.get_config_var("SOABI"), sys.base_prefix)')"
 PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-KEY_HASH="$({
-    echo "tarball $TARBALL_SHA"
-    echo "cflags $BUILD_CFLAGS"
-    echo "configure ${CONFIGURE_FLAGS[*]}"
-    config_site
-    echo "script $(sha256 "$SCRIPT")"
-    echo "python $PY_ID"
-} | sha256sum | cut -c1-16)"
-KEY="pjproject-$PJ_VERSION-$PY_TAG-$KEY_HASH"
-KEY_DIR="$CACHE_ROOT/$KEY"
 
 cached_wheel() { compgen -G "$KEY_DIR/pjsua2-*.whl" | head -n1 || true; }
 
@@ -351,6 +345,12 @@ build() {
     rm -rf "$staging" && mkdir -p "$staging"
     cp "$TMP"/dist/pjsua2-*.whl "$staging/"
     cp pjlib/include/pj/config_site.h "$LOG" "$staging/"
+    # The headers of exactly this build (with its config_site.h and configure's os_auto.h),
+    # for the gateway's own media port (gateway/sip/gwmedia.c), compiled against them below.
+    mkdir -p "$staging/include"
+    for dir in pjlib pjlib-util pjnath pjmedia pjsip; do
+        cp -r "$dir/include/." "$staging/include/"
+    done
     {
         echo "tarball $TARBALL_SHA"; echo "python $PY_ID"
         echo "CFLAGS=$BUILD_CFLAGS"; echo "configure ${CONFIGURE_FLAGS[*]}"
@@ -361,6 +361,19 @@ build() {
     cd "$ROOT"
     log "built $(basename "$(cached_wheel)") in $((SECONDS - T0)) s -> $KEY_DIR"
 }
+
+KEY_HASH="$({
+    echo "tarball $TARBALL_SHA"
+    echo "cflags $BUILD_CFLAGS"
+    echo "configure ${CONFIGURE_FLAGS[*]}"
+    config_site
+    # The build recipe itself (not the rest of this script, so that install-side changes do
+    # not force a rebuild).
+    declare -f build build_wheel generate_swig check_configure check_module
+    echo "python $PY_ID"
+} | sha256sum | cut -c1-16)"
+KEY="pjproject-$PJ_VERSION-$PY_TAG-$KEY_HASH"
+KEY_DIR="$CACHE_ROOT/$KEY"
 
 # One build at a time per cache (two setups at once wait for each other, then share it).
 exec 9>"$CACHE_ROOT/.lock"
@@ -380,12 +393,36 @@ fi
 # ---- install into the venv: exactly one pjsua2 binding, the source build -------------------
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 MARKER="$VENV/.pjsua2-binding"
+GWMEDIA_SRC="$ROOT/gateway/sip/gwmedia.c"
+GWMEDIA_MARKER="$VENV/.gwmedia"
+
+# The gateway's native media port: compiled against this build's headers and linked to its
+# _pjsua2 module (found beside it at run time through $ORIGIN). Under a second; redone when
+# gwmedia.c or the pjproject build changes.
+install_gwmedia() {
+    local so want out="$SITE/libgwmedia.so"
+    so="$(compgen -G "$SITE/_pjsua2*.so" | head -n1)"
+    want="$(sha256 "$GWMEDIA_SRC") $KEY"
+    if [ -f "$out" ] && [ -f "$GWMEDIA_MARKER" ] && [ "$(cat "$GWMEDIA_MARKER")" = "$want" ]; then
+        return 0
+    fi
+    [ -d "$KEY_DIR/include" ] || die "no pjproject headers in $KEY_DIR (remove it to rebuild)"
+    rm -f "$GWMEDIA_MARKER"
+    "${CC:-gcc}" -O2 -fPIC -DNDEBUG -DPJ_AUTOCONF=1 -Wall -Werror -shared \
+        -I"$KEY_DIR/include" "$GWMEDIA_SRC" -o "$out.tmp" \
+        -L"$SITE" -l:"$(basename "$so")" -Wl,-rpath,'$ORIGIN' -Wl,--no-undefined -lpthread \
+        || die "gwmedia.c did not compile"
+    mv "$out.tmp" "$out"
+    echo "$want" >"$GWMEDIA_MARKER"
+    log "native media port built: $out"
+}
 if [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "source $KEY" ] \
     && compgen -G "$SITE/pjsua2-$PJ_VERSION.dist-info" >/dev/null \
     && compgen -G "$SITE/_pjsua2*.so" >/dev/null \
     && ! compgen -G "$SITE/pjsua2_python-*.dist-info" >/dev/null \
     && [ ! -e "$SITE/pjsua2/__init__.py" ]; then
     log "pjsua2 $PJ_VERSION (source build) already installed in $VENV"
+    install_gwmedia
     exit 0
 fi
 
@@ -409,4 +446,5 @@ assert os.path.basename(pjsua2.__file__) == "pjsua2.py", pjsua2.__file__
 assert pjsua2.UaConfig().maxCalls >= 512
 ') || die "the installed pjsua2 is not the source build; run: bash scripts/dev.sh setup --wheel to fall back"
 echo "source $KEY" >"$MARKER"
+install_gwmedia
 log "pjsua2 $PJ_VERSION (source build, $("$PY" -c 'import pjsua2; print(pjsua2.UaConfig().maxCalls)') call slots) installed in $VENV"

@@ -7,14 +7,15 @@ here, in a process of its own that :class:`~gateway.agents.runner.ToolRunner` st
 ``python -c`` (a fresh interpreter, never a fork of the gateway) and talks to over a Unix
 socket.
 
-Protocol: each message is a 4-byte big-endian length and a UTF-8 JSON object. The gateway
-sends ``init`` (its ``sys.path`` and modules to preload) and the worker answers ``ready``;
-then, one at a time, a request with ``id`` and ``op`` (``python``, ``sdk_tool``,
-``guardrail``, ``sdk_guardrail``) gets exactly one reply with the same ``id``: ``ok`` true
-with ``output`` (tools) or ``tripped``/``reason`` (guardrails), or ``ok`` false with
-``error`` and ``error_type``. End of input means "exit". Sync functions are called directly,
-coroutine results run on one event loop kept for the worker's life; imports are cached. A tool
-that hangs or kills the process is the gateway's business: it kills and replaces the worker.
+Protocol: each message is a 4-byte big-endian length and a UTF-8 JSON object (the framing of
+:mod:`gateway.ipc.framing`). The gateway sends ``init`` (its ``sys.path`` and modules to
+preload) and the worker answers ``ready``; then, one at a time, a request with ``id`` and
+``op`` (``python``, ``sdk_tool``, ``guardrail``, ``sdk_guardrail``) gets exactly one reply with
+the same ``id``: ``ok`` true with ``output`` (tools) or ``tripped``/``reason`` (guardrails), or
+``ok`` false with ``error`` and ``error_type``. End of input means "exit". Sync functions are
+called directly, coroutine results run on one event loop kept for the worker's life; imports
+are cached. A tool that hangs or kills the process is the gateway's business: it kills and
+replaces the worker.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
+
+# Re-exported: the framing lives in gateway.ipc.framing (standard library only, so this fresh
+# interpreter pays nothing for it); these names are this protocol's public vocabulary.
+from gateway.ipc.framing import (
+    HEADER as HEADER,
+    FrameError as ProtocolError,
+    decode_body as decode_body,
+    encode_frame as _encode_frame,
+    frame_size,
+)
 
 __all__ = [
     "HEADER",
@@ -48,9 +58,8 @@ __all__ = [
     "to_output",
 ]
 
-#: Frame header: the JSON body's length in bytes.
-HEADER: Final = struct.Struct("!I")
-#: Largest frame either side accepts; a bigger one is a protocol error.
+#: Largest frame either side accepts; a bigger one is a protocol error (this protocol's own
+#: limit, above the control channel's 1 MiB default).
 MAX_FRAME_BYTES: Final = 8 * 1024 * 1024
 #: A tool's output is cut to this many characters (with a note) before it goes to the model.
 MAX_OUTPUT_CHARS: Final = 64 * 1024
@@ -63,36 +72,13 @@ _PR_SET_PDEATHSIG: Final = 1
 _SDK_DEFAULT_FAILURE_ATTR: Final = "_function_tool_default_failure_handled"
 
 
-class ProtocolError(Exception):
-    """A frame that is too large or not a JSON object."""
-
-
 def encode_frame(message: Mapping[str, Any]) -> bytes:
-    """One protocol frame for ``message``.
+    """One protocol frame for ``message`` (at most :data:`MAX_FRAME_BYTES`).
 
     Raises:
-        ProtocolError: The encoded message exceeds :data:`MAX_FRAME_BYTES`.
-        TypeError: ``message`` is not JSON-serialisable.
+        ProtocolError: The encoded message is too large or not JSON-serialisable.
     """
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-    if len(body) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"message of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    return HEADER.pack(len(body)) + body
-
-
-def decode_body(body: bytes) -> dict[str, Any]:
-    """The JSON object in a frame body.
-
-    Raises:
-        ProtocolError: Not a UTF-8 JSON object.
-    """
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("frame is not a JSON object")
-    return value
+    return _encode_frame(message, max_size=MAX_FRAME_BYTES)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -423,9 +409,7 @@ def serve(sock: socket.socket, host: ToolHost) -> None:
         header = _recv_exact(sock, HEADER.size)
         if header is None:
             return
-        (size,) = HEADER.unpack(header)
-        if size > MAX_FRAME_BYTES:
-            raise ProtocolError(f"request of {size} bytes exceeds {MAX_FRAME_BYTES}")
+        size = frame_size(header, max_size=MAX_FRAME_BYTES)
         body = _recv_exact(sock, size)
         if body is None:
             return
@@ -434,7 +418,7 @@ def serve(sock: socket.socket, host: ToolHost) -> None:
         reply["id"] = request.get("id")
         try:
             frame = encode_frame(reply)
-        except (ProtocolError, TypeError) as exc:
+        except ProtocolError as exc:
             frame = encode_frame(
                 {"id": request.get("id"), "ok": False, "error": f"reply failed: {exc}",
                  "error_type": "ProtocolError"}

@@ -3,9 +3,10 @@
 The manager receives the SIP user agent's events on the loop, decides what each new INVITE gets
 (allow-list for trunk calls -> 403, dialplan -> route, reject, redirect, or an agent), starts a
 :class:`~gateway.calls.session.CallSession` per agent call as a named task it owns, forwards
-later SIP events to that session, and runs the one shared 20 ms media tick that moves caller
-audio of every call (one timer per process instead of one per call, perf-notes). Refusals are
-:class:`~gateway.errors.CallRejected` errors turned into SIP responses by the user agent.
+later SIP events to that session, and runs the one shared media tick (one append chunk, 40
+ms) that moves caller audio of every call (one timer per process instead of one per call,
+perf-notes). Refusals are :class:`~gateway.errors.CallRejected` errors turned into SIP
+responses by the user agent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.calls.conversation import AgentServices
 from gateway.calls.session import (
@@ -36,6 +38,7 @@ from gateway.sip.events import (
     CallRefused,
     IncomingCall,
     LegEnded,
+    MediaActive,
     RegistrationState,
     SipEvent,
 )
@@ -44,9 +47,26 @@ log = logging.getLogger("gateway.calls")
 
 #: Keep this many finished call records for the control API.
 _RECENT_CALLS = 200
-_TICK_S = 0.02
+#: The media tick never runs slower than this: caller audio waits at most one tick.
+_MAX_TICK_S = 0.04
 #: On shutdown, how long calls get to say goodbye (BYE, record) before they are cancelled.
 SHUTDOWN_GRACE_S = 5.0
+
+
+class CallObserver(Protocol):
+    """Told about every call's lifecycle (a SIP worker reports it to the control process).
+
+    Called on the loop thread; must be quick and must not raise (errors are logged).
+    """
+
+    def call_offered(self, offer: IncomingCall) -> None:
+        """An INVITE reached the manager."""
+
+    def call_started(self, leg_id: int, route: str, agent: str, codec: str) -> None:
+        """An agent call's media is up."""
+
+    def call_ended(self, record: CallRecord) -> None:
+        """A call is over (refused calls too); ``record`` is its final record."""
 
 
 @dataclass
@@ -87,6 +107,16 @@ class CallManager:
                                                ...]] = {}
         self.stats = CallStats()
         self._tick: asyncio.Task[None] | None = None
+        #: Told about each call's lifecycle (set by a SIP worker before calls arrive).
+        self.observer: CallObserver | None = None
+        self._media_up: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # One tick per append chunk (40 ms by default): each tick then sends one chunk per
+        # call and exchanges audio with its port once, half the wake-ups of a 20 ms tick. Agent
+        # audio does not wait for the tick (the native port is fed as it arrives, the Python
+        # port pops per frame), and the caller's frames wait in the port's 1 s ring.
+        self._tick_s = min(settings.calls.append_chunk_ms / 1000, _MAX_TICK_S)
         self._session_settings = SessionSettings(
             append_chunk_ms=settings.calls.append_chunk_ms,
             max_duration_s=settings.calls.max_duration_s,
@@ -152,12 +182,25 @@ class CallManager:
                 self.stats.caller_refers_refused += 1
             session = self._sessions.get(event.leg_id)
             if session is not None:
+                if isinstance(event, MediaActive) and event.leg_id not in self._media_up:
+                    self._media_up.add(event.leg_id)
+                    route, agent = session.decision.route.name, session.agent.name
+                    self._observe(lambda o: o.call_started(event.leg_id, route, agent,
+                                                           event.codec))
                 session.on_sip_event(event)
             elif not isinstance(event, LegEnded):
                 log.debug("event for unknown leg %d: %s", event.leg_id, type(event).__name__)
 
+    def _observe(self, notify: Callable[[CallObserver], None]) -> None:
+        if self.observer is not None:
+            try:
+                notify(self.observer)
+            except Exception:
+                log.exception("call observer failed")
+
     def _offer(self, offer: IncomingCall) -> None:
         self.stats.offered += 1
+        self._observe(lambda o: o.call_offered(offer))
         try:
             self._admit(offer)
         except CallRejected as err:
@@ -185,6 +228,7 @@ class CallManager:
         self.stats.ended += 1
         self.recent.append(record)
         del self.recent[:-_RECENT_CALLS]
+        self._observe(lambda o: o.call_ended(record))
         log.info("call record: %s", record.as_json(),
                  extra={"call_id": f"leg{leg_id}", "sip_call_id": sip_call_id})
 
@@ -237,6 +281,7 @@ class CallManager:
                  decision.route.name, agent.name)
         task = asyncio.create_task(session.run(), name=f"call:{offer.leg_id}:session")
         self._tasks[offer.leg_id] = task
+        self._idle.clear()
         task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
 
     def _trunk_allowed(self, source_ip: str) -> bool:
@@ -246,17 +291,23 @@ class CallManager:
         return _in_networks(source_ip, self._account_sources.get(account, ()))
 
     def _session_done(self, leg_id: int, task: asyncio.Task[CallRecord]) -> None:
-        self._sessions.pop(leg_id, None)
+        session = self._sessions.pop(leg_id, None)
         self._tasks.pop(leg_id, None)
+        if not self._tasks:
+            self._idle.set()
+        self._media_up.discard(leg_id)
         self.stats.ended += 1
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("call session %d crashed", leg_id, exc_info=exc)
+        if task.cancelled() or task.exception() is not None:
+            if session is not None:  # its record says why (cancelled, crashed)
+                record = session.record
+                record.end_reason = record.end_reason or "call session crashed"
+                self._observe(lambda o: o.call_ended(record))
+            if not task.cancelled():
+                log.error("call session %d crashed", leg_id, exc_info=task.exception())
             return
         self.recent.append(task.result())
         del self.recent[:-_RECENT_CALLS]
+        self._observe(lambda o: o.call_ended(task.result()))
 
     async def _media_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -267,12 +318,24 @@ class CallManager:
                     session.pump()
                 except Exception:
                     log.exception("media pump failed for leg %d", session.leg_id)
-            next_at += _TICK_S
+            next_at += self._tick_s
             delay = next_at - loop.time()
             if delay < -0.2:  # fell far behind (e.g. the process was stopped): resync
                 next_at = loop.time()
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
+
+    async def wait_idle(self) -> None:
+        """Return once no call session is running."""
+        await self._idle.wait()
+
+    def end_call(self, leg_id: int, reason: str) -> bool:
+        """End one call with BYE (its record says ``reason``); False if it is not live."""
+        session = self._sessions.get(leg_id)
+        if session is None:
+            return False
+        session.end_call(reason)
+        return True
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """End every call (BYE, its record) and stop the media tick.

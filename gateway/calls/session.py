@@ -3,7 +3,7 @@
 The session owns the call from the routed INVITE to the end: it rings, opens the Realtime
 session (a failure refuses the call with 503 before anyone answers), answers, configures the
 session for the negotiated codec once media flows, lets the agent greet, and then moves audio
-both ways: caller frames are drained by the manager's shared 20 ms tick (:meth:`pump`) and sent
+both ways: caller frames are drained by the manager's shared media tick (:meth:`pump`) and sent
 as ``input_audio_buffer.append``; agent audio goes into the leg's playout buffer. On
 ``input_audio_buffer.speech_started`` (with ``interrupt_response`` on) the playout buffer is
 flushed at once and the item is truncated at what the caller actually heard; with it off the
@@ -216,8 +216,8 @@ class CallSession:
             self._sip_events.put_nowait(event)
 
     def pump(self) -> None:
-        """Move caller audio to the Realtime session; called every 20 ms by the manager."""
-        frames = self.offer.media.drain_caller_frames()
+        """Move caller audio to the Realtime session; called once per media tick by the manager."""
+        frames = self.offer.media.tick()
         if self.offer.media.playout.is_idle:
             self._playout_idle.set()
         else:
@@ -283,7 +283,7 @@ class CallSession:
         self.record.guardrail_events = activity.guardrail_events
         self.record.dtmf_digits = activity.dtmf_digits
         media = self.offer.media
-        stats = media.playout.stats
+        stats = media.playout_stats()
         self.record.media = {
             "rx_frames": media.rx_frames, "rx_dropped": media.rx_dropped,
             "tx_frames_played": stats.frames_played, "tx_frames_dropped": stats.frames_dropped,
@@ -517,6 +517,7 @@ class CallSession:
             pcm = bridge.agent_audio(event.audio())
             if pcm:
                 playout.push(event.item_id, event.content_index, pcm)
+                self.offer.media.feed()
         elif isinstance(event, rt.ResponseOutputAudioDone):
             tail = bridge.agent_audio_end()
             if tail:
@@ -570,7 +571,7 @@ class CallSession:
 
     def flush_playout(self) -> PlayedState | None:
         """Stop the agent's audio at once; what of the current item was heard."""
-        played = self.offer.media.playout.flush()
+        played = self.offer.media.flush_playout()
         if self._bridge is not None:
             self._bridge.reset_agent_stream()
         return played

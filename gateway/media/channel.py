@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from gateway.media.playout import PlayoutBuffer
+from gateway.media.playout import PlayedState, PlayoutBuffer, PlayoutStats
 
 
 class MediaChannel:
@@ -42,6 +42,29 @@ class MediaChannel:
         return self.playout.pop_frame()
 
     # Loop side ---------------------------------------------------------------------------
+
+    def tick(self) -> list[bytes]:
+        """Once per pump tick: the caller frames received since the last tick, oldest first.
+
+        A channel whose port plays from a ring of its own (the native port) also tops that
+        ring up from the playout buffer here.
+        """
+        return self.drain_caller_frames()
+
+    def feed(self) -> None:
+        """Agent audio was pushed: hand it to the port now if the port has a ring of its own.
+
+        The first frames of an answer then wait for no tick. A per-frame port pops from the
+        playout buffer itself, so there is nothing to do here.
+        """
+
+    def flush_playout(self) -> PlayedState | None:
+        """Barge-in: drop the agent audio not yet played; returns what the caller heard."""
+        return self.playout.flush()
+
+    def playout_stats(self) -> PlayoutStats:
+        """The playout counters, including silence the port played."""
+        return self.playout.stats
 
     def drain_caller_frames(self) -> list[bytes]:
         """All caller frames received since the last call, oldest first."""

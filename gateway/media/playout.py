@@ -8,6 +8,13 @@ Because only popped frames reach the caller, the buffer is also the playback tra
 barge-in: it counts, per item, the milliseconds popped and received, and :meth:`~PlayoutBuffer.
 flush` reports where to ``conversation.item.truncate`` the interrupted item. Pure: one
 ``threading.Lock`` and no I/O, no asyncio, no pjsua2.
+
+Two ways to consume it. A Python media port pops one frame per clock tick
+(:meth:`~PlayoutBuffer.pop_frame`): popped is played. The native media port
+(``gateway/sip/gwmedia.c``) plays from a ring of its own that the event loop tops up in
+batches: the loop *takes* frames (:meth:`~PlayoutBuffer.take_frames`), which are then in
+flight, and *confirms* them (:meth:`~PlayoutBuffer.confirm_played`) once the port reports them
+played, so playback tracking stays exact to the frame.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ class PlayoutBuffer:
         self._queued = 0
         self._open = 0  # items with audio pushed and neither done nor interrupted
         self._playing: _Item | None = None  # item of the last popped frame
+        self._in_flight: deque[_Item] = deque()  # taken, not yet confirmed played
         self._idle = True
         self._frames_played = 0
         self._silence_idle = 0
@@ -193,27 +201,57 @@ class PlayoutBuffer:
                 else:
                     self._silence_idle += 1
                 return _SILENCE
-            item, chunk = queue[0]
-            start = self._head_offset
-            end = start + _FRAME
-            if end == len(chunk):
-                queue.popleft()
-                self._head_offset = 0
-            else:
-                self._head_offset = end
-            self._queued -= _FRAME
-            played = item.played + _FRAME
-            # The item's last frame may be padding: never count more than was received.
-            item.played = played if played < item.received else item.received
-            self._playing = item
-            self._frames_played += 1
+            item, frame = self._take_locked()
+            self._credit_locked(item)
             drained = not queue and not self._open
             if drained:
                 self._idle = True
         if drained:
             self._notify_drained()
-        # Chunks are immutable, so slicing outside the lock is safe.
-        return chunk if start == 0 and end == len(chunk) else chunk[start:end]
+        return frame
+
+    # -- consumer in batches (the native port's feeder, on the producer's thread) ----------
+
+    def take_frames(self, count: int) -> list[bytes]:
+        """Take up to ``count`` queued frames for a port that plays them later.
+
+        The frames are in flight until :meth:`confirm_played`; the buffer is not idle while
+        any are. Silence is never returned: the port counts its own.
+        """
+        frames: list[bytes] = []
+        with self._lock:
+            queue = self._queue
+            while count > 0 and queue:
+                item, frame = self._take_locked()
+                self._in_flight.append(item)
+                frames.append(frame)
+                count -= 1
+        return frames
+
+    def confirm_played(self, count: int) -> None:
+        """The port played the ``count`` oldest frames in flight: credit them to their items."""
+        with self._lock:
+            in_flight = self._in_flight
+            for _ in range(min(count, len(in_flight))):
+                self._credit_locked(in_flight.popleft())
+            drained = (not self._idle and not in_flight and not self._queue
+                       and not self._open)
+            if drained:
+                self._idle = True
+        if drained:
+            self._notify_drained()
+
+    @property
+    def frames_in_flight(self) -> int:
+        """Frames taken by :meth:`take_frames` and not yet confirmed played."""
+        with self._lock:
+            return len(self._in_flight)
+
+    @property
+    def expecting_audio(self) -> bool:
+        """True while an item is open or audio is queued: silence now would be an underrun."""
+        with self._lock:
+            return bool(self._open or self._queue)
 
     # -- producer thread ------------------------------------------------------------------
 
@@ -296,7 +334,8 @@ class PlayoutBuffer:
                 self._open -= 1
             for owner, chunk in pieces:
                 self._enqueue_locked(owner, chunk)
-            drained = not self._idle and not self._queue and not self._open
+            drained = (not self._idle and not self._queue and not self._open
+                       and not self._in_flight)
             if drained:
                 self._idle = True
         if drained:
@@ -306,7 +345,9 @@ class PlayoutBuffer:
         """Barge-in: drop all queued audio at once and report what the caller heard.
 
         The next :meth:`pop_frame` returns silence. Every open item is closed: audio still
-        arriving for it is discarded.
+        arriving for it is discarded. Frames still in flight count as flushed: a port that
+        plays in batches must clear its own ring and :meth:`confirm_played` what it did play
+        before calling this.
 
         Returns:
             The item being played (see :meth:`current`) with its played and received ms, or
@@ -314,7 +355,8 @@ class PlayoutBuffer:
         """
         with self._lock:
             state = self._current_locked()
-            self._frames_flushed += self._queued // _FRAME
+            self._frames_flushed += self._queued // _FRAME + len(self._in_flight)
+            self._in_flight.clear()
             self._queue.clear()
             self._head_offset = 0
             self._queued = 0
@@ -376,6 +418,29 @@ class PlayoutBuffer:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _take_locked(self) -> tuple[_Item, bytes]:
+        """Take the head frame off the (non-empty) queue."""
+        queue = self._queue
+        item, chunk = queue[0]
+        start = self._head_offset
+        end = start + _FRAME
+        if end == len(chunk):
+            queue.popleft()
+            self._head_offset = 0
+        else:
+            self._head_offset = end
+        self._queued -= _FRAME
+        # Chunks are immutable: a slice is a copy of one frame, the whole chunk none.
+        return item, chunk if start == 0 and end == len(chunk) else chunk[start:end]
+
+    def _credit_locked(self, item: _Item) -> None:
+        """One frame of ``item`` reached the caller."""
+        played = item.played + _FRAME
+        # The item's last frame may be padding: never count more than was received.
+        item.played = played if played < item.received else item.received
+        self._playing = item
+        self._frames_played += 1
+
     def _enqueue_locked(self, item: _Item, chunk: bytes) -> None:
         if not item.overflowed:
             room = self._capacity - self._queued
@@ -393,6 +458,8 @@ class PlayoutBuffer:
         self._frames_dropped += len(chunk) // _FRAME
 
     def _current_locked(self) -> PlayedState | None:
+        if self._in_flight:
+            return self._in_flight[0].state()
         if self._queue:
             return self._queue[0][0].state()
         playing = self._playing

@@ -26,6 +26,10 @@ log = logging.getLogger("gateway.sip")
 WHEEL_DISTRIBUTION = "pjsua2-python"
 #: Slots asked of pjsua when ``sip.max_calls`` is automatic (pjsua clamps to what it has).
 AUTO_SLOTS = 1000
+#: Call slots kept free beyond the calls taken, so that INVITEs refused at capacity still
+#: reach the gateway's own 503 (with a record) while earlier refusals are in flight. A
+#: binding with few slots (the wheel's 4) keeps one.
+REFUSAL_SLOTS = 8
 #: File descriptors a call needs: RTP + RTCP sockets and the Realtime WebSocket.
 FDS_PER_CALL = 3
 
@@ -48,8 +52,9 @@ class Binding:
 
     @property
     def max_calls(self) -> int:
-        """Calls the gateway takes: one slot stays free so the call beyond gets our 503."""
-        return max(1, self.call_slots - 1)
+        """Calls the gateway takes: slots stay free so the calls beyond get our 503."""
+        spare = REFUSAL_SLOTS if self.call_slots > 4 * REFUSAL_SLOTS else 1
+        return max(1, self.call_slots - spare)
 
 
 def detect(ep: Any) -> Binding:

@@ -24,6 +24,7 @@ from gateway.sip.events import (
     TransferProgress,
 )
 from gateway.sip.liveness import RtpWatch
+from gateway.sip.native import NativeChannel, NativePort
 
 if TYPE_CHECKING:
     from gateway.sip.ua import SipUserAgent
@@ -98,6 +99,8 @@ class Leg(pj.Call):  # type: ignore[misc]
         self.session_leg = session_leg if session_leg is not None else leg_id
         self.channel = channel
         self.port: MediaPort | None = None
+        #: This leg's native media port (when the channel is a NativeChannel).
+        self.native_port: NativePort | None = None
         self.answered = False
         self.confirmed = False
         self.local_hangup = False
@@ -140,13 +143,19 @@ class Leg(pj.Call):  # type: ignore[misc]
             self.media_index = index
             self.expect_rtp = bool(media.dir & pj.PJMEDIA_DIR_DECODING)
             audio = self.getAudioMedia(index)
-            if self.port is None:
-                fmt = pj.MediaFormatAudio()
-                fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
-                self.port = MediaPort(self.channel, self.ua.stats)
-                self.port.createPort(f"leg{self.leg_id}", fmt)
-            audio.startTransmit(self.port)
-            self.port.startTransmit(audio)
+            channel = self.channel
+            if isinstance(channel, NativeChannel):
+                if self.native_port is None:
+                    self.native_port = channel.new_port(f"leg{self.leg_id}")
+                self.native_port.connect(audio.getPortId())
+            else:
+                if self.port is None:
+                    fmt = pj.MediaFormatAudio()
+                    fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
+                    self.port = MediaPort(channel, self.ua.stats)
+                    self.port.createPort(f"leg{self.leg_id}", fmt)
+                audio.startTransmit(self.port)
+                self.port.startTransmit(audio)
             codec = self.getStreamInfo(index).codecName.upper()
             if self.ua.is_current(self):
                 self.ua.emit(MediaActive(self.session_leg, "PCMA" if codec == "PCMA" else "PCMU"))
@@ -189,6 +198,9 @@ class Leg(pj.Call):  # type: ignore[misc]
         port, self.port = self.port, None
         if port is not None:
             pj.AudioMediaPort.__swig_destroy__(port)
+        native, self.native_port = self.native_port, None
+        if native is not None:
+            native.detach()
 
 
 class UaAccount(pj.Account):  # type: ignore[misc]

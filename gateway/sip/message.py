@@ -7,7 +7,9 @@ compact forms (``f``, ``t``, ``i``, ``m``) and display names are handled; bodies
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 
 _COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via",
             "l": "Content-Length", "c": "Content-Type", "k": "Supported", "s": "Subject"}
@@ -97,3 +99,41 @@ def uri_host(uri: str) -> str:
     if rest.startswith("["):
         return rest[1:].split("]", 1)[0]
     return rest.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class FrontSource:
+    """Who really sent a request the SIP front relayed (its ``X-Gateway-Source`` header)."""
+
+    ip: str
+    port: int
+    transport: str
+    #: The registration the request came in on, or ``trunk``; ``None`` in-dialog.
+    account: str | None
+
+
+def front_source(value: str) -> FrontSource | None:
+    """Parse ``<ip>;port=<p>;proto=<udp|tcp|tls>[;account=<name>]``; ``None`` if malformed.
+
+    The front writes this header on every request it relays to a worker, after removing any
+    copy that came from outside, so a worker trusts it only on requests from the front.
+    """
+    ip, *params = [part.strip() for part in value.split(";")]
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    fields: dict[str, str] = {}
+    for param in params:
+        key, sep, val = param.partition("=")
+        if sep:
+            fields[key.strip().lower()] = val.strip()
+    try:
+        port = int(fields.get("port", "0"))
+    except ValueError:
+        return None
+    transport = fields.get("proto", "udp").lower()
+    if transport not in ("udp", "tcp", "tls") or not 0 <= port <= 65535:
+        return None
+    account = fields.get("account") or None
+    return FrontSource(ip, port, transport, account)

@@ -46,8 +46,9 @@ from gateway.sip.events import (
 from gateway.sip.fallback import RequestGuards
 from gateway.sip.legs import Leg, LogWriter, UaAccount, UaEndpoint, UaStats
 from gateway.sip.liveness import RtpWatch
+from gateway.sip.native import NativeChannel, NativeMedia, load as load_native_media
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
-from gateway.sip.reject import rejection_response
+from gateway.sip.reject import DEFAULT_RETRY_AFTER_S, rejection_response
 
 log = logging.getLogger("gateway.sip")
 
@@ -64,6 +65,19 @@ _TIMERS = {"off": "PJSUA_SIP_TIMER_INACTIVE", "optional": "PJSUA_SIP_TIMER_OPTIO
            "required": "PJSUA_SIP_TIMER_REQUIRED", "always": "PJSUA_SIP_TIMER_ALWAYS"}
 _SRTP = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL",
          "mandatory": "PJMEDIA_SRTP_MANDATORY"}
+
+
+@dataclass(frozen=True)
+class FrontTrust:
+    """The SIP front a worker sits behind.
+
+    Attributes:
+        addresses: Source IPs of the front's requests (the worker trusts only these).
+        header: The header in which the front passes the caller's real source.
+    """
+
+    addresses: frozenset[str]
+    header: str = "X-Gateway-Source"
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,11 @@ class SipUserAgent:
 
     def __init__(self, settings: SipSettings, *, playout_capacity_ms: int = 120_000,
                  pjsip_log_level: int = 1, answer_deadline_s: float = ANSWER_DEADLINE_S,
-                 log_content: bool = False) -> None:
+                 log_content: bool = False, front: FrontTrust | None = None) -> None:
         self.settings = settings
+        #: The SIP front this worker sits behind, if any: its requests carry the real source.
+        self.front = front
+        self.draining = False
         self._playout_capacity_ms = playout_capacity_ms
         self._log_level = pjsip_log_level
         self._answer_deadline_s = answer_deadline_s
@@ -118,6 +135,9 @@ class SipUserAgent:
         #: The pjsua2 binding and the calls it allows; known once the endpoint started.
         self.binding: binding.Binding | None = None
         self.max_calls = settings.max_calls or 1
+        #: The native media port library, or None for pjsua2's Python port.
+        self.native_media: NativeMedia | None = None
+        self.media_port = "python"
 
     # Lifecycle (loop thread) -------------------------------------------------------------
 
@@ -151,6 +171,15 @@ class SipUserAgent:
     def active_calls(self) -> int:
         """Calls holding a slot right now."""
         return len(self._legs)
+
+    def drain(self) -> None:
+        """Refuse new calls and OPTIONS probes with 503 from now on; live calls go on."""
+        self.draining = True
+        guards = getattr(self, "_guards", None)
+        if guards is not None:
+            guards.draining = True
+        log.info("draining: new calls get 503 + Retry-After, %d live call(s) go on",
+                 len(self._legs))
 
     # Commands (any thread; run on the sip thread) ----------------------------------------
 
@@ -228,7 +257,8 @@ class SipUserAgent:
         cfg.uaConfig.threadCnt = 0  # we poll libHandleEvents on this thread
         cfg.uaConfig.mainThreadOnly = False
         wanted = self.settings.max_calls
-        cfg.uaConfig.maxCalls = wanted + 1 if wanted else binding.AUTO_SLOTS
+        cfg.uaConfig.maxCalls = (wanted + binding.REFUSAL_SLOTS if wanted
+                                 else binding.AUTO_SLOTS)
         cfg.uaConfig.userAgent = self.settings.user_agent
         cfg.logConfig.level = self._log_level
         cfg.logConfig.consoleLevel = self._log_level
@@ -250,8 +280,11 @@ class SipUserAgent:
         ep.libInit(cfg)
         self.binding = binding.detect(ep)
         self.max_calls = self._capacity(self.binding)
+        self.native_media, media_port = load_native_media(self.settings.media_port)
+        self.media_port = "native" if self.native_media is not None else "python"
+        log.info("media: %s", media_port)
         # Kept until after libDestroy: pjsip holds pointers into it.
-        self._guards = RequestGuards()
+        self._guards = RequestGuards(DEFAULT_RETRY_AFTER_S)
         ep.audDevManager().setNullDev()
         self._set_codecs(ep)
         first: BoundTransport | None = None
@@ -268,11 +301,14 @@ class SipUserAgent:
         trunk = UaAccount(self, "trunk")
         trunk.create(self._account_config(f"sip:gateway@{first.host}:{first.port}"), True)
         self._accounts.append(trunk)
-        for acct in self.settings.accounts:
-            self._accounts.append(self._create_registration(acct))
-        # The clock thread takes the GIL 100 times per call per second; a short switch
-        # interval bounds how long the loop thread can hold it (pjsua2-notes §3.3).
-        sys.setswitchinterval(0.001)
+        if self.front is None:  # behind a front, the front registers the extension once
+            for acct in self.settings.accounts:
+                self._accounts.append(self._create_registration(acct))
+        if self.native_media is None:
+            # The Python port's clock thread takes the GIL 100 times per call per second; a
+            # short switch interval bounds how long the loop thread can hold it (pjsua2-notes
+            # §3.3). The native port's clock thread never takes it.
+            sys.setswitchinterval(0.001)
         log.info("SIP listening on %s", ", ".join(f"{t.type}:{t.host}:{t.port}"
                                                  for t in self.transports))
 
@@ -281,7 +317,7 @@ class SipUserAgent:
         wanted = self.settings.max_calls
         capacity = found.max_calls if not wanted else min(wanted, found.max_calls)
         if wanted and wanted > found.max_calls:
-            log.warning("sip.max_calls %d is more than this pjsua2 allows (%d call slots, one "
+            log.warning("sip.max_calls %d is more than this pjsua2 allows (%d call slots, some "
                         "kept for refusals): taking %d calls", wanted, found.call_slots,
                         capacity)
         limit = binding.raise_open_files(capacity)
@@ -391,7 +427,9 @@ class SipUserAgent:
         """A new INVITE (``onIncomingCall``): refuse it here or hand it to the loop."""
         leg_id = self._next_leg
         self._next_leg += 1
-        channel = MediaChannel(PlayoutBuffer(capacity_ms=self._playout_capacity_ms))
+        playout = PlayoutBuffer(capacity_ms=self._playout_capacity_ms)
+        channel = (NativeChannel(self.native_media, playout) if self.native_media is not None
+                   else MediaChannel(playout))
         leg = Leg(self, account, prm.callId, leg_id, channel)
         self._legs[leg_id] = leg
         self._current[leg_id] = leg_id
@@ -404,6 +442,13 @@ class SipUserAgent:
         transport = via.split()[0].rsplit("/", 1)[-1].lower() if via else "udp"
         source = str(rdata.srcAddress)
         src_ip, _, src_port = source.rpartition(":")
+        src_ip = src_ip.strip("[]")
+        account_name = account.name
+        if self.front is not None and src_ip in self.front.addresses:
+            relayed = message.front_source(message.header(headers, self.front.header) or "")
+            if relayed is not None:
+                src_ip, src_port, transport = relayed.ip, str(relayed.port), relayed.transport
+                account_name = relayed.account or account_name
         sip_call_id = message.header(headers, "Call-ID") or ""
         refusal = self._refusal(leg, whole, headers, transport)
         if refusal is not None:
@@ -414,7 +459,7 @@ class SipUserAgent:
             self._after_callbacks.append(
                 lambda: self._answer(leg_id, refusal.status, refusal.reason, refusal.headers))
             self.emit(CallRefused(leg_id, sip_call_id, refusal.status, refusal.reason,
-                                   refusal.detail, src_ip.strip("[]")))
+                                   refusal.detail, src_ip))
             return
         from_value = message.header(headers, "From") or ""
         to_value = message.header(headers, "To") or ""
@@ -427,9 +472,9 @@ class SipUserAgent:
             to_uri=to_uri, to_user=message.uri_user(to_uri),
             request_uri=message.request_uri(start),
             headers=headers,
-            source_ip=src_ip.strip("[]"), source_port=int(src_port or 0),
+            source_ip=src_ip, source_port=int(src_port or 0),
             transport=transport,
-            account=account.name, media=channel,
+            account=account_name, media=channel,
         ))
 
     def rejected_by_pjsua(self, prm: Any) -> None:

@@ -64,13 +64,17 @@ def frames_dbfs(pcm: bytes, frame: int = 320) -> list[float]:
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize(("scenario", "law", "pt"), [("uac_pcmu", "ulaw", 0),
-                                                     ("uac_pcma", "alaw", 8)])
+@pytest.mark.parametrize(("scenario", "law", "pt", "port_mode"), [
+    ("uac_pcmu", "ulaw", 0, "auto"), ("uac_pcma", "alaw", 8, "auto"),
+    # pjsua2's Python AudioMediaPort: the wheel's only port, still selectable on the source
+    # build (where "auto" is the native port).
+    ("uac_pcmu", "ulaw", 0, "python")])
 async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: str, law: str,
-                                                     pt: int) -> None:
+                                                     pt: int, port_mode: str) -> None:
     audio = caller_speech(law, tmp_path)
     media_port = free_udp_port_block(4)
-    async with SimulatorServer() as sim, run_gateway(tmp_path, sim) as gw:
+    async with SimulatorServer() as sim, \
+            run_gateway(tmp_path, sim, sip={"media_port": port_mode}) as gw:
         with Capture(tmp_path / "rtp.pcap", f"udp and dst port {media_port}") as cap:
             result = await run_sipp_async(scenario, gw.target, log_dir=tmp_path,
                                           media_port=media_port, hold_ms=9000,
@@ -303,14 +307,15 @@ routes:
 
 
 @pytest.mark.smoke
+@pytest.mark.parametrize("port_mode", ["auto", "python"])
 async def test_barge_in_stops_the_agent_and_truncates_at_what_was_heard(
-        tmp_path: Path) -> None:
+        tmp_path: Path, port_mode: str) -> None:
     play = tmp_path / "interrupt.wav"
     write_wav(play, silence_pcm16(2500) + speech_pcm16("Sorry, can I stop you there?")
               + silence_pcm16(4000))
     record = tmp_path / "heard.wav"
     async with SimulatorServer(options=SimOptions(speed=4.0)) as sim, \
-            run_gateway(tmp_path, sim, LONG_GREETING) as gw:
+            run_gateway(tmp_path, sim, LONG_GREETING, sip={"media_port": port_mode}) as gw:
         with Capture(tmp_path / "rtp.pcap", gw.rtp_filter) as cap:
             await place_call(gw, tmp_path, play=play, record=record, duration_s=6)
         session = sim.sessions[0]

@@ -150,10 +150,16 @@ class Capture:
         interface: ``lo`` by default (all our peers are on 127.0.0.1).
         max_lifetime_s: Hard bound on tcpdump's life.
         start_timeout_s: How long to wait for tcpdump to start capturing.
+        buffer_kib: The kernel capture buffer (``-B``); 0 keeps libpcap's 2 MiB. Under load
+            (thousands of RTP packets a second, tcpdump sharing the cores) the default buffer
+            overflows and the capture, not the sender, loses packets: see
+            :attr:`dropped_by_kernel`.
+        snaplen: Bytes kept of each packet (``-s``); 0 keeps all of it.
     """
 
     def __init__(self, path: Path, bpf_filter: str = "udp", *, interface: str = "lo",
-                 max_lifetime_s: float = 300.0, start_timeout_s: float = 10.0) -> None:
+                 max_lifetime_s: float = 300.0, start_timeout_s: float = 10.0,
+                 buffer_kib: int = 0, snaplen: int = 0) -> None:
         self.path = path
         self.bpf_filter = bpf_filter
         self.interface = interface
@@ -161,8 +167,10 @@ class Capture:
         # --immediate-mode: without it libpcap hands packets over in blocks or after a 1 s
         # timeout, and a capture stopped within that second loses them (measured: "18 packets
         # received by filter, 0 captured").
-        argv = ["tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-s", "0",
+        argv = ["tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-s", str(snaplen),
                 "-w", str(path)]
+        if buffer_kib:
+            argv += ["-B", str(buffer_kib)]
         if os.geteuid() == 0:
             argv += ["-Z", "root"]  # keep root so it can write into a root-only tmp dir
         self._proc = ManagedProcess(

@@ -15,8 +15,17 @@ PURE = {
     "gateway.yamlsrc": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.config": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.g711": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.ipc.framing": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.control.directory": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.control.outcomes": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.control.readiness": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.control.topology": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.control.backoff": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.ipc.checks": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.ipc.messages": ("pjsua2", "websockets", "aiohttp", "asyncio"),
 }
 ADAPTERS_AND_PURE = {
+    "gateway.control.supervisor": ("pjsua2", "websockets", "aiohttp"),
     "gateway.media.resample": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.framing": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.media.playout": ("pjsua2", "websockets", "aiohttp", "asyncio"),
@@ -64,6 +73,8 @@ ADAPTERS_AND_PURE = {
     "gateway.dialplan.loader": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.realtime.client": ("pjsua2", "aiohttp"),
     "gateway.sim.server": ("pjsua2", "websockets"),
+    "gateway.ipc.channel": ("pjsua2", "websockets", "aiohttp"),
+    "gateway.ipc.unix": ("pjsua2", "websockets", "aiohttp"),
 }
 
 PROBE = """

@@ -38,6 +38,10 @@ def idle(buf: PlayoutBuffer) -> bool:
     return buf.is_idle
 
 
+def expecting(buf: PlayoutBuffer) -> bool:
+    return buf.expecting_audio
+
+
 def pop(buf: PlayoutBuffer, n: int) -> list[bytes]:
     return [buf.pop_frame() for _ in range(n)]
 
@@ -406,3 +410,69 @@ def test_flushes_racing_the_clock_thread_keep_the_books_straight() -> None:
         == (popped[0])
     )
     assert idle(buf)
+
+
+# Batch consumers (the native media port): take now, confirm when played --------------------
+
+
+def test_taken_frames_are_in_flight_until_confirmed_played() -> None:
+    drained: list[int] = []
+    buf = PlayoutBuffer(on_drained=lambda: drained.append(1))
+    data = audio(100, 0x21)  # five frames
+    buf.push("item_a", 0, data)
+    buf.mark_done("item_a")
+    frames = buf.take_frames(3)
+    assert b"".join(frames) == data[: 3 * FRAME]
+    assert buf.frames_in_flight == 3
+    assert buf.buffered_ms == 40
+    # Taken is not played: the caller heard nothing yet.
+    assert buf.current() == PlayedState("item_a", 0, played_ms=0, received_ms=100)
+    buf.confirm_played(2)
+    assert buf.current() == PlayedState("item_a", 0, played_ms=40, received_ms=100)
+    assert buf.frames_in_flight == 1
+    assert b"".join(buf.take_frames(10)) == data[3 * FRAME :]
+    assert not idle(buf)
+    buf.confirm_played(4)
+    assert idle(buf)
+    assert drained == [1]
+    assert buf.stats.frames_played == 5
+    assert buf.current() is None
+
+
+def test_barge_in_truncates_at_the_frames_confirmed_not_the_frames_taken() -> None:
+    buf = PlayoutBuffer()
+    buf.push("item_a", 0, audio(200))
+    buf.take_frames(5)
+    buf.confirm_played(2)  # the port played 2 of the 5 in its ring; its ring is then cleared
+    state = buf.flush()
+    assert state == PlayedState("item_a", 0, played_ms=40, received_ms=200)
+    assert buf.stats.frames_flushed == 8  # 3 in flight + 5 still queued
+    assert buf.frames_in_flight == 0
+    assert idle(buf)
+
+
+def test_expecting_audio_is_true_while_an_item_is_open_or_audio_is_queued() -> None:
+    buf = PlayoutBuffer()
+    assert not expecting(buf)
+    buf.push("item_a", 0, audio(30))  # one whole frame and a partial one
+    assert expecting(buf)
+    buf.take_frames(5)
+    assert expecting(buf)  # still open: more audio may come
+    buf.mark_done("item_a")  # pads and queues the partial frame
+    assert expecting(buf)
+    buf.take_frames(5)
+    assert not expecting(buf)  # done and nothing queued: silence now is idle
+    assert not idle(buf)  # but two frames are still in flight
+    buf.confirm_played(2)
+    assert idle(buf)
+
+
+def test_take_frames_of_two_items_credits_each_its_own_frames() -> None:
+    buf = PlayoutBuffer()
+    buf.push("item_a", 0, audio(40, 0x31))
+    buf.mark_done("item_a")
+    buf.push("item_b", 0, audio(60, 0x32))
+    frames = buf.take_frames(4)
+    assert [f[0] for f in frames] == [0x31, 0x31, 0x32, 0x32]
+    buf.confirm_played(3)
+    assert buf.current() == PlayedState("item_b", 0, played_ms=20, received_ms=60)

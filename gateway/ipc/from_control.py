@@ -1,0 +1,108 @@
+"""Messages the control process sends to a SIP worker, as frozen values.
+
+The handshake answer (:class:`Welcome`), dialplan pushes (:class:`Reload`), commands on one
+call (:class:`Hangup`, :class:`Transfer`, :class:`Say`, each answered by a
+:class:`~gateway.ipc.from_worker.CommandResult`), worker lifecycle (:class:`Drain`,
+:class:`Shutdown`) and tool outcomes (:class:`ToolResult`). Each field carries its wire check
+in its metadata; the codec, the rules between fields and the union are in
+:mod:`gateway.ipc.messages`, which re-exports everything here. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from gateway.ipc import checks as c
+
+__all__ = ["Drain", "Hangup", "Reload", "Say", "Shutdown", "ToolResult", "Transfer", "Welcome"]
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The answer to :class:`Hello`: the version in force and a digest of worker settings."""
+
+    type: ClassVar[str] = "welcome"
+    protocol: int = field(metadata=c.meta(c.VERSION))
+    settings_digest: str = field(
+        metadata=c.meta(c.pattern(r"[0-9a-f]+", "lowercase hex digits", 128)))
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Switch to a validated dialplan: the main file's text and that of every include.
+
+    ``includes`` maps each included file's path to its text as the control process read and
+    validated it, so every worker runs exactly that plan whatever is on disk now.
+    """
+
+    type: ClassVar[str] = "reload"
+    version: int = field(metadata=c.meta(c.integer(1, 2**53 - 1)))
+    path: str = field(metadata=c.meta(c.PATH))
+    source: str = field(metadata=c.meta(c.text(c.MAX_TEXT_CHARS)))
+    includes: Mapping[str, str] = field(
+        default_factory=dict, metadata=c.meta(c.text_map(64, 4096, c.MAX_TEXT_CHARS)))
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """End a call (BYE or final response); answered by :class:`CommandResult`."""
+
+    type: ClassVar[str] = "hangup"
+    request_id: int = field(metadata=c.meta(c.REQUEST_ID))
+    call_id: str = field(metadata=c.meta(c.ID))
+    reason: str = field(metadata=c.meta(c.REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Blind-transfer a call to ``target`` (REFER); answered by :class:`CommandResult`."""
+
+    type: ClassVar[str] = "transfer"
+    request_id: int = field(metadata=c.meta(c.REQUEST_ID))
+    call_id: str = field(metadata=c.meta(c.ID))
+    target: str = field(metadata=c.meta(c.uri(512)))
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Have the call's agent say ``text``; answered by :class:`CommandResult`."""
+
+    type: ClassVar[str] = "say"
+    request_id: int = field(metadata=c.meta(c.REQUEST_ID))
+    call_id: str = field(metadata=c.meta(c.ID))
+    text: str = field(metadata=c.meta(c.text(4096, min_chars=1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Take no new calls; live ones may run ``deadline_s`` more seconds, then get BYE."""
+
+    type: ClassVar[str] = "drain"
+    deadline_s: float = field(metadata=c.meta(c.number(0, 86_400)))
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """End every call now and exit."""
+
+    type: ClassVar[str] = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The outcome of a :class:`ToolRequest` with the same request id.
+
+    ``ok``: exactly one of ``output`` (tools) and ``tripped`` (guardrails), ``reason`` only
+    when tripped. Not ``ok``: ``error`` and optionally ``error_type`` and ``output`` (a failed
+    tool's ``{"error": ...}`` text for the model).
+    """
+
+    type: ClassVar[str] = "tool_result"
+    request_id: int = field(metadata=c.meta(c.REQUEST_ID))
+    ok: bool = field(metadata=c.meta(c.flag))
+    output: str | None = field(default=None, metadata=c.maybe(c.text(256 * 1024)))
+    tripped: bool | None = field(default=None, metadata=c.maybe(c.flag))
+    reason: str | None = field(default=None, metadata=c.maybe(c.text(4096)))
+    error: str | None = field(default=None, metadata=c.maybe(c.text(2048)))
+    error_type: str | None = field(default=None, metadata=c.maybe(c.text(128)))

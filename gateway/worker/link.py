@@ -1,0 +1,197 @@
+"""A SIP worker's link to its control process: reports calls and load, obeys commands.
+
+The worker connects to the control process's Unix socket (:mod:`gateway.ipc`), says
+``hello`` with its capacity and SIP address, then reports each call's lifecycle
+(``call_offered``, ``call_started``, ``call_ended`` with the record) as the call manager sees
+it, and its load every :data:`LOAD_INTERVAL_S` and on every change. From the control process it
+takes ``drain`` (refuse new calls with 503, let live ones finish, then exit), ``shutdown``
+(end every call now and exit), ``hangup`` (end one call) and answers commands with
+``command_result``.
+
+Overflow: lifecycle messages wait for room (the channel applies backpressure, and the manager's
+callbacks hand them to a named sender task through a bounded queue that never drops them: when
+it is full the worker logs and the record still goes to its own log); ``load`` is droppable.
+The control process going away ends the worker: with no one to report to it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Final
+
+from gateway.calls.manager import CallManager
+from gateway.calls.session import CallRecord
+from gateway.ipc import messages as m
+from gateway.ipc.channel import ChannelClosed, WorkerChannel
+from gateway.sip.events import IncomingCall
+from gateway.sip.message import uri_user
+from gateway.sip.ua import SipUserAgent
+
+log = logging.getLogger("gateway.worker")
+
+#: Seconds between load reports when nothing changes.
+LOAD_INTERVAL_S: Final = 1.0
+#: Lifecycle messages waiting for the channel (one call makes three).
+_QUEUE_SIZE: Final = 4096
+
+
+class WorkerLink:
+    """Implements :class:`~gateway.calls.manager.CallObserver` over the IPC channel.
+
+    Args:
+        worker_id: This worker's id (given by the control process on the command line).
+        channel: The connected channel.
+        on_drain: Called once when the control process says ``drain`` (with its deadline) or
+            the channel ends.
+        on_shutdown: Called when the control process says ``shutdown``.
+    """
+
+    def __init__(self, worker_id: str, channel: WorkerChannel, *,
+                 on_drain: Callable[[float], None], on_shutdown: Callable[[], None]) -> None:
+        self.worker_id = worker_id
+        self.channel = channel
+        self._on_drain = on_drain
+        self._on_shutdown = on_shutdown
+        self._queue: asyncio.Queue[m.WorkerMessage] = asyncio.Queue(_QUEUE_SIZE)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ua: SipUserAgent | None = None
+        self._manager: CallManager | None = None
+        self._last_load: tuple[int, int, bool] | None = None
+        self.draining = False
+
+    def call_id(self, leg_id: int) -> str:
+        """The id the control process knows a call by."""
+        return f"{self.worker_id}:{leg_id}"
+
+    async def start(self, ua: SipUserAgent, manager: CallManager) -> None:
+        """Say hello and start reporting; call once the SIP endpoint listens."""
+        self._ua, self._manager = ua, manager
+        first = ua.transports[0]
+        binding = ua.binding
+        desc = (f"pjproject {binding.version} ({binding.kind}), {ua.media_port} media port"
+                if binding is not None else "unknown")
+        await self.channel.send(m.Hello(self.worker_id, os.getpid(), m.PROTOCOL_VERSION,
+                                        desc[:256], ua.max_calls, first.host, first.port))
+        manager.observer = self
+        name = f"worker:{self.worker_id}"
+        self._tasks = [asyncio.create_task(self._send_loop(), name=f"{name}:ipc-send"),
+                       asyncio.create_task(self._load_loop(), name=f"{name}:load"),
+                       asyncio.create_task(self._command_loop(), name=f"{name}:commands")]
+
+    async def close(self) -> None:
+        """Send what is queued (bounded), then stop the tasks and close the channel."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self.channel.close()
+
+    # CallObserver (loop thread) ------------------------------------------------------------
+
+    def call_offered(self, offer: IncomingCall) -> None:
+        """Report an INVITE."""
+        self._put(m.CallOffered(self.call_id(offer.leg_id), offer.sip_call_id[:256] or "-",
+                                offer.from_user[:128], offer.to_user[:128],
+                                uri_user(offer.request_uri)[:128], offer.source_ip,
+                                time.time()))
+        self._send_load()
+
+    def call_started(self, leg_id: int, route: str, agent: str, codec: str) -> None:
+        """Report an answered agent call."""
+        self._put(m.CallStarted(self.call_id(leg_id), route[:128] or "-", agent[:128] or "-",
+                                "PCMA" if codec == "PCMA" else "PCMU"))
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Report a finished call with its record."""
+        reason = (record.end_reason or "ended")[:512]
+        self._put(m.CallEnded(self.call_id(record.leg_id), reason, record.as_dict()))
+        self._send_load()
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _put(self, msg: m.WorkerMessage) -> None:
+        try:
+            self._queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.error("control link backlog full: %s not reported (the worker log has it)",
+                      msg.type)
+
+    async def _send_loop(self) -> None:
+        while True:
+            msg = await self._queue.get()
+            try:
+                await self.channel.send(msg)
+            except ChannelClosed:
+                pass  # the command loop sees the channel end and drains
+            finally:
+                self._queue.task_done()
+
+    async def _load_loop(self) -> None:
+        while True:
+            self._send_load()
+            await asyncio.sleep(LOAD_INTERVAL_S)
+
+    def _send_load(self) -> None:
+        ua = self._ua
+        if ua is None:
+            return
+        load = (ua.active_calls, ua.max_calls, self.draining)
+        self._last_load = load
+        with contextlib.suppress(ChannelClosed):
+            self.channel.send_nowait(m.Load(*load))
+
+    async def _command_loop(self) -> None:
+        try:
+            async for msg in self.channel:
+                await self._command(msg)
+        except ChannelClosed:
+            pass
+        if not self.draining:
+            log.error("control process link lost (%s): draining",
+                      self.channel.reason or "closed")
+            self._drain(0.0)
+
+    async def _command(self, msg: m.ControlMessage) -> None:
+        if isinstance(msg, m.Drain):
+            self._drain(msg.deadline_s)
+        elif isinstance(msg, m.Shutdown):
+            log.info("control process: shutdown")
+            self._on_shutdown()
+        elif isinstance(msg, m.Hangup):
+            ok = self._hangup(msg.call_id, msg.reason)
+            await self.channel.send(m.CommandResult(
+                msg.request_id, ok, None if ok else "no such live call on this worker"))
+        elif isinstance(msg, (m.Transfer, m.Say)):
+            await self.channel.send(m.CommandResult(
+                msg.request_id, False, f"{msg.type} is not supported by this worker yet"))
+        elif isinstance(msg, m.Welcome):
+            log.info("control process accepted worker %s (protocol %d)", self.worker_id,
+                     msg.protocol)
+        else:
+            log.debug("ignored %s from the control process", msg.type)
+
+    def _drain(self, deadline_s: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        if self._ua is not None:
+            self._ua.drain()
+        self._send_load()
+        self._on_drain(deadline_s)
+
+    def _hangup(self, call_id: str, reason: str) -> bool:
+        prefix = f"{self.worker_id}:"
+        if self._manager is None or not call_id.startswith(prefix):
+            return False
+        try:
+            leg_id = int(call_id[len(prefix):])
+        except ValueError:
+            return False
+        return self._manager.end_call(leg_id, reason or "ended by the operator")
