@@ -51,7 +51,8 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
                       ready: Callable[[GatewayInfo], None] | None = None,
                       stop: asyncio.Event | None = None, front: FrontTrust | None = None,
                       started: Callable[[SipUserAgent, CallManager], Awaitable[None]]
-                      | None = None, signals: bool = True) -> None:
+                      | None = None, signals: bool = True,
+                      ready_message: str = "gateway ready") -> None:
     """Run the gateway until ``stop`` is set or the process gets SIGINT/SIGTERM.
 
     Args:
@@ -63,6 +64,7 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
         started: Awaited once the SIP endpoint listens, before ``ready`` (a worker says
             hello to its control process here).
         signals: Whether SIGINT/SIGTERM stop it and SIGHUP reloads the dialplan.
+        ready_message: The start of the log line that says it takes calls.
     """
     env = env or {}
     loop = asyncio.get_running_loop()
@@ -72,7 +74,7 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
     async with contextlib.AsyncExitStack() as stack:
         url = settings.realtime.url
         if settings.realtime.embedded:
-            url = await stack.enter_async_context(_embedded_simulator(settings))
+            url = await stack.enter_async_context(embedded_simulator(settings))
         services = AgentServices(http=await stack.enter_async_context(HttpToolClient()))
         workers = ToolWorkers(settings.calls.tool_workers, services)
         stack.push_async_callback(workers.close)
@@ -94,8 +96,8 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
             stack.callback(_remove_signals, loop)
         info = GatewayInfo(tuple(ua.transports), url, settings.realtime.embedded)
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in info.sip)
-        log.info("gateway ready (pid %d): SIP on %s; agents on %s%s; dialplan %s "
-                 "(reload with SIGHUP)", os.getpid(), sip_desc, url,
+        log.info("%s (pid %d): SIP on %s; agents on %s%s; dialplan %s "
+                 "(reload with SIGHUP)", ready_message, os.getpid(), sip_desc, url,
                  " (embedded local simulator, no API key needed)" if info.embedded_simulator
                  else "", store.path)
         if ready is not None:
@@ -105,7 +107,8 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
 
 
 @contextlib.asynccontextmanager
-async def _embedded_simulator(settings: Settings):  # type: ignore[no-untyped-def]
+async def embedded_simulator(settings: Settings):  # type: ignore[no-untyped-def]
+    """The embedded Realtime simulator; yields its WebSocket URL."""
     from gateway.sim.scenario import ScenarioBook, load_scenarios
     from gateway.sim.server import SERVICE_KEEP_CLOSED, SimOptions, SimulatorServer
 

@@ -221,10 +221,19 @@ def _run(args: argparse.Namespace) -> int:
                *(h.value for h in settings.realtime.headers.values()),
                *(a.password.value for a in settings.sip.accounts)]
     setup_logging(settings.logging.level, settings.logging.format, secrets)
-    from gateway.app import run_gateway
+    from gateway.control.topology import plan as plan_processes
 
+    plan = plan_processes(settings, os.cpu_count() or 1)
+    if plan.front or len(plan.workers) > 1:
+        from gateway.control.app import run_control
+
+        main_coro = run_control(settings, plan, env=os.environ)
+    else:
+        from gateway.app import run_gateway
+
+        main_coro = run_gateway(settings, env=os.environ)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_bounded(run_gateway(settings, env=os.environ), args.run_seconds))
+        asyncio.run(_bounded(main_coro, args.run_seconds))
     return 0
 
 

@@ -22,8 +22,10 @@ REGISTRATION_GROUP_BASE = 100
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY, PRACK"
 #: ``account`` value of the source header for trunk calls.
 TRUNK_ACCOUNT = "trunk"
-#: Worker replies that mean "try another worker" (486: the wheel's pjsua past its call slots).
-FAILOVER_CODES = "486|500|503"
+#: Worker replies that mean "try another worker". Not 486: a worker refuses for capacity or
+#: draining with 503 (its early pjsip module answers before pjsua could say 486 Busy Here),
+#: so a 486 is the dialplan's own answer ("reject: {code: 486}") and goes to the caller.
+FAILOVER_CODES = "500|503"
 
 # sanity module checks (src/modules/sanity/sanity_mod.h): R-URI SIP version (1) and scheme
 # (2), required headers (4), CSeq method (32) and value (64), Content-Length (128), Expires

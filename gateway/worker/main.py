@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from gateway.app import run_gateway
 from gateway.calls.manager import CallManager
-from gateway.config import Settings, TransportSettings
+from gateway.config import Secret, Settings, TransportSettings
 from gateway.ipc.unix import connect_unix
 from gateway.sip.ua import FrontTrust, SipUserAgent
 from gateway.worker.link import WorkerLink
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtp-port-start", type=int, required=True)
     parser.add_argument("--rtp-port-range", type=int, required=True)
     parser.add_argument("--realtime-url", required=True, help="Realtime API URL for calls")
+    parser.add_argument("--embedded-simulator", action="store_true",
+                        help="the Realtime URL is the control process's embedded simulator")
     parser.add_argument("--front-address", action="append", default=[],
                         help="source address of the SIP front (repeatable); none: no front")
 
@@ -48,6 +50,9 @@ def worker_settings(settings: Settings, args: argparse.Namespace) -> Settings:
         rtp_port_start=args.rtp_port_start, rtp_port_range=args.rtp_port_range,
         public_address=settings.sip.public_address)
     realtime = dataclasses.replace(settings.realtime, url=args.realtime_url)
+    if args.embedded_simulator and not realtime.api_key.value:
+        # The embedded simulator wants some bearer token; never a real one.
+        realtime = dataclasses.replace(realtime, api_key=Secret("local-simulator"))
     return dataclasses.replace(settings, sip=sip, realtime=realtime)
 
 
@@ -73,7 +78,8 @@ async def run_worker(settings: Settings, args: argparse.Namespace,
     front = (FrontTrust(frozenset(args.front_address)) if args.front_address else None)
     try:
         await run_gateway(worker_settings(settings, args), env=env or dict(os.environ),
-                          stop=stop, front=front, started=started)
+                          stop=stop, front=front, started=started,
+                          ready_message=f"worker {args.id} ready")
     finally:
         if drain_task is not None:
             drain_task.cancel()

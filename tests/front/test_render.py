@@ -102,7 +102,7 @@ def test_the_config_dispatches_by_call_load_with_the_known_traps_avoided() -> No
     assert 'ds_select_dst("1", "10")' in dispatch
     assert 'append_to_reply("Retry-After: 5\\r\\n");' in dispatch
     failure = route_body(config, "failure_route[WORKER_FAILURE]")
-    assert 't_check_status("486|500|503")' in failure
+    assert 't_check_status("500|503")' in failure
     assert "t_branch_timeout() && !t_branch_replied()" in failure
     # Trap 1: ds_next_dst() only when a next destination exists, then unset on giving up.
     assert "$xavp(_dsdst_[1]=>uri) != $null && ds_next_dst()" in failure

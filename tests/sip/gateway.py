@@ -63,6 +63,13 @@ class Gateway:
         return f"udp and src portrange {self.rtp_port_start}-{self.rtp_port_start + 40}"
 
     @property
+    def control_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the control process (SIP workers mode), from its log."""
+        match = re.search(r"control HTTP on ([0-9.]+):(\d+)", self.proc.log_text())
+        assert match, "the gateway did not log its control HTTP address"
+        return f"http://{match.group(1)}:{match.group(2)}"
+
+    @property
     def pid(self) -> int:
         """The gateway's own process id (not the ``timeout`` wrapper's), from its log."""
         match = re.search(r"gateway ready \(pid (\d+)\)", self.proc.log_text())
@@ -87,7 +94,8 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                       sip: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                       calls: Mapping[str, Any] | None = None, call_content: bool = False,
                       realtime: Mapping[str, Any] | None = None,
-                      run_seconds: float = 120.0) -> AsyncIterator[Gateway]:
+                      run_seconds: float = 120.0,
+                      drain_timeout_s: float = 30.0) -> AsyncIterator[Gateway]:
     """Start ``gateway run`` with ``dialplan`` and the realtime URL of ``sim``."""
     port = free_udp_port()
     rtp = free_udp_port_block(40)
@@ -97,7 +105,9 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                                                "port": port}],
                                "rtp_port_start": rtp, "rtp_port_range": 40}
     sip_cfg.update(sip or {})
+    # Port 0: the control process's HTTP server (with SIP workers) never collides.
     config = {"realtime": {"url": sim.ws_url, **(realtime or {})}, "sip": sip_cfg,
+              "control": {"port": 0, "drain_timeout_s": drain_timeout_s},
               "dialplan": str(dialplan_path),
               "logging": {"level": "DEBUG", "call_content": call_content},
               "calls": dict(calls or {})}

@@ -1,0 +1,244 @@
+"""One SIP address, several workers: the control process, pjsua2 workers and a Kamailio front.
+
+Real processes only: ``gateway run`` starts its SIP workers (pjsua2, one endpoint each) and a
+Kamailio front on 127.0.0.1; SIPp calls the front's address. With 4 workers of 3 calls each,
+12 callers must all hear their agent (in the RTP each call's stream carried, captured by
+tcpdump) while the front spreads them 3 per worker, and the 13th caller gets 503 with
+``Retry-After`` from the front. A worker killed with SIGKILL mid-call has its call recorded as
+ended by the control process with the reason, new calls go to the others, and the worker comes
+back and takes calls again. SIGTERM drains: a live call goes on, a new INVITE gets 503, and the
+process exits with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.sim.scenario import parse_scenarios
+from gateway.sim.server import SimOptions, SimulatorServer
+from tests.sip.gateway import Gateway, run_gateway
+from tests.sip.test_capacity import GREETING_AGENT
+from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
+from tests.support.capture import Capture
+from tests.support.procs import free_udp_port_block
+from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
+from tests.support.sipp import run_sipp_async, start_sipp
+
+pytestmark = [pytest.mark.sip, pytest.mark.timeout(180),
+              pytest.mark.skipif(shutil.which("kamailio") is None,
+                                 reason="kamailio is installed by scripts/dev.sh setup")]
+
+WORKERS = 4
+PER_WORKER = 3
+
+CLOSED_NINES = """
+agents:
+  greeter:
+    instructions: You are a test agent that greets callers.
+routes:
+  - name: closed
+    match: {to: {prefix: "9"}}
+    reject: {code: 486}
+  - name: all
+    agent: greeter
+"""
+
+
+def _front_config(workers: int = WORKERS) -> dict[str, Any]:
+    return {"workers": workers, "front": "kamailio", "max_calls": PER_WORKER,
+            "worker_port_start": free_udp_port_block(workers),
+            "rtp_port_range": 40 * workers}
+
+
+def _get(gw: Gateway, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(gw.control_url + path, timeout=5) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _worker_pids(gw: Gateway) -> dict[str, int]:
+    return {w["worker_id"]: w["pid"] for w in _get(gw, "/v1/calls")["workers"]
+            if w["state"] == "up"}
+
+
+async def test_twelve_callers_over_four_workers_and_the_thirteenth_gets_503(
+        tmp_path: Path) -> None:
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(2000))
+    media_port = free_udp_port_block(4)
+    sip = _front_config()
+    calls = WORKERS * PER_WORKER
+    async with SimulatorServer(options=SimOptions(speed=4.0, tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip) as gw:
+        rtp_low = gw.rtp_port_start
+        with Capture(tmp_path / "rtp.pcap", f"udp and dst port {media_port}") as cap, \
+                start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "many",
+                           media_port=media_port, calls=calls, concurrent=calls, rate=10,
+                           hold_ms=10_000, keys={"audio_file": str(audio)},
+                           timeout_s=60) as many:
+            live = await asyncio.to_thread(
+                _wait, lambda: len(_get(gw, "/v1/calls")["calls"]) == calls or None, 40.0,
+                "12 live calls")
+            assert live
+            workers = _get(gw, "/v1/calls")["workers"]
+            refused = await run_sipp_async("uac_busy_retry_after", gw.target,
+                                           log_dir=tmp_path / "extra", timeout_s=15)
+            result = await asyncio.to_thread(many.result, 60.0)
+        assert refused.ok, refused.describe()
+        assert result.ok, result.describe()
+        assert result.final_statuses() == [200] * calls
+    # Kamailio's call-load dispatching filled every worker to its capacity.
+    assert sorted(w["active"] for w in workers) == [PER_WORKER] * WORKERS, workers
+    streams = [s for s in rtp_streams(cap.packets())
+               if rtp_low <= s.sport < rtp_low + 40 * WORKERS]
+    assert len(streams) == calls, f"{len(streams)} gateway RTP streams"
+    heard = sum(sum(level > -45.0 for level in frame_dbfs(decode_stream(s))) >= 25
+                for s in streams)
+    assert heard == calls, f"only {heard} of {calls} callers heard their agent"
+
+
+async def test_a_killed_worker_ends_its_calls_and_comes_back(tmp_path: Path) -> None:
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(2000))
+    sip = _front_config(workers=2)
+    async with SimulatorServer(options=SimOptions(speed=4.0, tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip) as gw:
+        with start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "victim",
+                        media_port=free_udp_port_block(4), calls=1, hold_ms=30_000,
+                        keys={"audio_file": str(audio)}, timeout_s=40):
+            call = await asyncio.to_thread(
+                _wait, lambda: (_get(gw, "/v1/calls")["calls"] or [None])[0], 20.0,
+                "the call to be live")
+            before = _worker_pids(gw)
+            victim = call["worker_id"]
+            os.kill(before[victim], signal.SIGKILL)
+            ended = await asyncio.to_thread(
+                _wait, lambda: (c := _get(gw, f"/v1/calls/{call['call_id']}")["call"]).get(
+                    "end_reason") and c, 10.0, "the call to be recorded ended")
+            assert ended["end_reason"] == f"worker {victim} died: killed by SIGKILL", ended
+            # New calls go to the other worker meanwhile.
+            other = await run_sipp_async("uac_pcmu", gw.target, log_dir=tmp_path / "other",
+                                         media_port=free_udp_port_block(4), hold_ms=2000,
+                                         keys={"audio_file": str(audio)}, timeout_s=30)
+            assert other.ok, other.describe()
+        assert f"worker {victim} (pid {before[victim]}) went down: killed by SIGKILL" \
+            in gw.log()
+        # The worker is back (a new process) and the front sends it calls again.
+        after = await asyncio.to_thread(
+            _wait, lambda: (pids := _worker_pids(gw)).get(victim, before[victim])
+            != before[victim] and len(pids) == 2 and pids, 30.0, "the worker to come back")
+        assert after[victim] != before[victim]
+        again = [await run_sipp_async("uac_pcmu", gw.target, log_dir=tmp_path / f"again{i}",
+                                      media_port=free_udp_port_block(4), hold_ms=4000,
+                                      keys={"audio_file": str(audio)}, timeout_s=30)
+                 for i in range(3)]
+        assert all(r.ok for r in again), [r.describe() for r in again if not r.ok]
+        assert f"worker {victim} ready (pid {after[victim]})" in gw.log()
+
+
+async def test_sigterm_drains_then_exits_with_nothing_left(tmp_path: Path) -> None:
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(2000))
+    sip = _front_config(workers=2)
+    async with SimulatorServer(options=SimOptions(speed=4.0, tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip, drain_timeout_s=20) as gw:
+        with start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "live",
+                        media_port=free_udp_port_block(4), calls=1, hold_ms=6000,
+                        keys={"audio_file": str(audio)}, timeout_s=40) as live:
+            await asyncio.to_thread(
+                _wait, lambda: _get(gw, "/v1/calls")["calls"], 20.0, "the call to be live")
+            pids = _worker_pids(gw)
+            gw.signal(signal.SIGTERM)
+            await gw.wait_log("draining: no new calls")
+            refused = await run_sipp_async("uac_busy_retry_after", gw.target,
+                                           log_dir=tmp_path / "new", timeout_s=15)
+            assert refused.ok, refused.describe()
+            result = await asyncio.to_thread(live.result, 30.0)
+        # The live call ran to its end (SIPp hung up after 6 s), not cut by the drain.
+        assert result.ok, result.describe()
+        assert await asyncio.to_thread(gw.proc.wait, 30.0) == 0
+        log, front_port = gw.log(), gw.port
+    assert "drained: every worker has exited" in log
+    run_dir = re.search(r"IPC at (\S+)/ipc/workers.sock", log)
+    assert run_dir
+    assert _left_behind(pids.values(), Path(run_dir.group(1)), front_port) == []
+
+
+def _left_behind(pids: Any, run_dir: Path, front_port: int) -> list[str]:
+    left = [f"worker {pid}" for pid in pids if Path(f"/proc/{pid}").exists()]
+    if run_dir.exists():
+        left.append(f"run directory {run_dir}")
+    if _udp_bound(front_port):
+        left.append(f"UDP port {front_port}")
+    return left
+
+
+def _udp_bound(port: int) -> bool:
+    hexport = f":{port:04X} "
+    return any(hexport in line for line in Path("/proc/net/udp").read_text().splitlines())
+
+
+async def test_refer_and_dtmf_reach_the_call_through_the_front(tmp_path: Path) -> None:
+    """In-dialog both ways: the worker's REFER out, the caller's NOTIFYs and RFC 4733 in."""
+    from tests.sip.test_agents_voice_assistant import DIALPLAN, TRANSFER
+
+    speech = write_g711(tmp_path / "caller.ulaw", silence_pcm16(3500)
+                        + speech_pcm16("Operator please.") + silence_pcm16(20000))
+    quiet = write_g711(tmp_path / "silence.ulaw", silence_pcm16(20000))
+    async with SimulatorServer(scenarios=parse_scenarios(TRANSFER)) as sim, \
+            run_gateway(tmp_path, sim, DIALPLAN, sip=_front_config(workers=2)) as gw:
+        refer = await run_sipp_async("uac_transferee", gw.target, log_dir=tmp_path / "refer",
+                                     keys={"audio_file": str(speech)}, timeout_s=40)
+        dtmf = await run_sipp_async("uac_dtmf_transferee", gw.target,
+                                    log_dir=tmp_path / "dtmf",
+                                    keys={"audio_file": str(quiet), "dtmf_digit": "0",
+                                          "dtmf_delay_ms": "1500"}, timeout_s=40)
+        await gw.wait_log("DTMF rule 0 -> transfer")
+        log = gw.log()
+    assert refer.ok, refer.describe()
+    assert "REFER Refer-To sip:operator@127.0.0.1" in refer.action_log
+    assert dtmf.ok, dtmf.describe()
+    assert "REFER Refer-To sip:operator@127.0.0.1" in dtmf.action_log
+    assert "transferred to sip:operator@127.0.0.1" in log
+
+
+async def test_sighup_reloads_every_worker_and_a_bad_plan_reaches_none(tmp_path: Path) -> None:
+    async with SimulatorServer(options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=_front_config(workers=2)) as gw:
+        gw.dialplan_path.write_text(CLOSED_NINES)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_log("reloading every worker")
+        await asyncio.to_thread(
+            _wait, lambda: gw.log().count("dialplan reloaded from") == 2, 10.0,
+            "both workers to reload")
+        busy = await run_sipp_async("uac_expect_status", gw.target, service="900",
+                                    log_dir=tmp_path / "busy",
+                                    keys={"expected_status": "486"}, timeout_s=15)
+        assert busy.ok, busy.describe()
+        gw.dialplan_path.write_text("routes: [{name: broken, agent: nobody}]\n")
+        gw.signal(signal.SIGHUP)
+        await gw.wait_log("dialplan reload refused by every worker")
+        # The workers kept the good plan, and none was asked to read the bad one.
+        still = await run_sipp_async("uac_expect_status", gw.target, service="901",
+                                     log_dir=tmp_path / "still",
+                                     keys={"expected_status": "486"}, timeout_s=15)
+        assert still.ok, still.describe()
+        assert gw.log().count("dialplan reloaded from") == 2
