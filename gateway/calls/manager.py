@@ -32,7 +32,6 @@ from gateway.dialplan.router import CallInfo, first_values, route_call
 from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
 from gateway.errors import CallRejected, NoRouteError
 from gateway.realtime.client import RealtimeConnectOptions
-from gateway.sip import message
 from gateway.sip.events import (
     CallerRefer,
     CallRefused,
@@ -42,6 +41,7 @@ from gateway.sip.events import (
     RegistrationState,
     SipEvent,
 )
+from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.calls")
 
@@ -130,31 +130,9 @@ class CallManager:
         return self
 
     async def _resolve_account_sources(self) -> None:
-        """Where each registration account's INVITEs may come from.
-
-        pjsua hands an INVITE to a registration account when its user part matches, whatever
-        its source; without this check anyone reaching the SIP port could use the account's
-        routes and skip ``trunk_allow``. By default the PBX's own addresses are trusted: those
-        of the registrar and the outbound proxy.
-        """
-        loop = asyncio.get_running_loop()
+        """Where each registration account's INVITEs may come from (:mod:`gateway.sip.sources`)."""
         for account in self.settings.sip.accounts:
-            if account.allow_from:
-                self._account_sources[account.name] = account.allow_from
-                continue
-            nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-            for uri in (account.registrar, account.proxy or ""):
-                host = message.uri_host(uri)
-                if not host:
-                    continue
-                try:
-                    infos = await loop.getaddrinfo(host, None)
-                except OSError as exc:
-                    log.warning("account %s: cannot resolve %s (%s); its INVITEs need "
-                                "allow_from", account.name, host, exc.strerror or exc)
-                    continue
-                nets.extend(ipaddress.ip_network(info[4][0]) for info in infos)
-            self._account_sources[account.name] = tuple(dict.fromkeys(nets))
+            self._account_sources[account.name] = await account_sources(account)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ from gateway.control.topology import Plan, WorkerSlot, front_spec
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import GatewayError
 from gateway.front.kamailio import KamailioFront
+from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.control")
 
@@ -61,6 +63,24 @@ WORKERS_READY_S: Final = 60.0
 DRAIN_GRACE_S: Final = 10.0
 #: A second signal: how long workers get to end their calls before they are killed.
 FAST_STOP_GRACE_S: Final = 3.0
+#: Run directories (IPC socket, Kamailio's files) are ``$TMPDIR/gateway-XXXX``; each holds the
+#: control process's pid, so a later start can remove those of processes that were killed.
+RUN_DIR_PREFIX: Final = "gateway-"
+PID_FILE: Final = "control.pid"
+
+
+def _sweep_stale_run_dirs() -> None:
+    """Remove run directories of control processes that died without cleaning up (SIGKILL)."""
+    for pid_file in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*/{PID_FILE}"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("removing the run directory of a control process that is gone: %s",
+                     pid_file.parent)
+            shutil.rmtree(pid_file.parent, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def worker_spec(settings: Settings, slot: WorkerSlot, ipc: Path, realtime_url: str,
@@ -91,7 +111,9 @@ async def run_control(settings: Settings, plan: Plan, *,
     state = ControlState(directory, metrics, readiness)
     stop = asyncio.Event()
     fast = asyncio.Event()
-    run_dir = Path(tempfile.mkdtemp(prefix="gateway-"))
+    _sweep_stale_run_dirs()
+    run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, run_dir, True)
         http = await start_http(build_app(state), settings.control.host,
@@ -118,8 +140,8 @@ async def run_control(settings: Settings, plan: Plan, *,
                        for w in plan.workers)
         front: KamailioFront | None = None
         if plan.front:
-            front = KamailioFront(front_spec(settings, plan.workers, capacity,
-                                             run_dir / "front"))
+            front = KamailioFront(front_spec(await _with_registrar_sources(settings),
+                                             plan.workers, capacity, run_dir / "front"))
             await front.start()
             stack.push_async_callback(front.stop)
         loop = asyncio.get_running_loop()
@@ -134,6 +156,14 @@ async def run_control(settings: Settings, plan: Plan, *,
         await stop.wait()
         readiness.draining("shutting down")
         await _drain(settings, supervisor, front, fast)
+
+
+async def _with_registrar_sources(settings: Settings) -> Settings:
+    """``settings`` with each account's ``allow_from`` resolved (the front admits by it)."""
+    accounts = [dataclasses.replace(a, allow_from=await account_sources(a))
+                for a in settings.sip.accounts]
+    sip = dataclasses.replace(settings.sip, accounts=tuple(accounts))
+    return dataclasses.replace(settings, sip=sip)
 
 
 async def _drain(settings: Settings, supervisor: Supervisor, front: KamailioFront | None,

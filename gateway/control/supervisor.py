@@ -63,6 +63,7 @@ from gateway.ipc.messages import (
     negotiate,
 )
 from gateway.ipc.unix import IpcServer, serve_unix
+from gateway.lifetime import die_with_parent
 
 __all__ = [
     "SOCKET_NAME", "FromWorker", "Supervisor", "SupervisorError", "SupervisorEvent",
@@ -620,7 +621,7 @@ class Supervisor:
                 *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT if out is not None else None,
                 env=dict(spec.env) if spec.env is not None else None, cwd=spec.cwd,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         finally:
             if out is not None:
                 out.close()

@@ -58,6 +58,7 @@ from gateway.front.state import (
     parse_reg_dump,
     response_id,
 )
+from gateway.lifetime import die_with_parent
 
 log = logging.getLogger("gateway.front")
 
@@ -313,7 +314,8 @@ class KamailioFront:
         with self.paths.log.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM))
 
     async def stop(self) -> int | None:
         """Stop Kamailio by pid and remove the run directory.

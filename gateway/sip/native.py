@@ -216,6 +216,8 @@ class NativeChannel(MediaChannel):
             return []
         return [data[i:i + _FRAME_BYTES] for i in range(0, len(data), _FRAME_BYTES)]
 
+    drain_caller_frames = tick  # the port's ring is the only place caller frames are
+
     def feed(self) -> None:
         """Top the port's ring up from the playout buffer now (after agent audio arrived)."""
         if self.port is not None:

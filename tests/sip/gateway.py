@@ -95,7 +95,7 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                       calls: Mapping[str, Any] | None = None, call_content: bool = False,
                       realtime: Mapping[str, Any] | None = None,
                       run_seconds: float = 120.0,
-                      drain_timeout_s: float = 30.0) -> AsyncIterator[Gateway]:
+                      drain_timeout_s: float = 3.0) -> AsyncIterator[Gateway]:
     """Start ``gateway run`` with ``dialplan`` and the realtime URL of ``sim``."""
     port = free_udp_port()
     rtp = free_udp_port_block(40)
@@ -121,7 +121,7 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
     proc.start()
     try:
         await asyncio.to_thread(proc.wait_for_log, lambda log: "gateway ready" in log, 20.0)
-        yield Gateway(proc, port, rtp, config_path, dialplan_path)
+        yield Gateway(proc, port, int(sip_cfg["rtp_port_start"]), config_path, dialplan_path)
     finally:
         await asyncio.to_thread(proc.stop)
 

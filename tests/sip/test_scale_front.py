@@ -58,6 +58,7 @@ routes:
 def _front_config(workers: int = WORKERS) -> dict[str, Any]:
     return {"workers": workers, "front": "kamailio", "max_calls": PER_WORKER,
             "worker_port_start": free_udp_port_block(workers),
+            "rtp_port_start": free_udp_port_block(40 * workers),
             "rtp_port_range": 40 * workers}
 
 
@@ -242,3 +243,64 @@ async def test_sighup_reloads_every_worker_and_a_bad_plan_reaches_none(tmp_path:
                                      keys={"expected_status": "486"}, timeout_s=15)
         assert still.ok, still.describe()
         assert gw.log().count("dialplan reloaded from") == 2
+
+
+async def test_the_front_registers_once_and_survives_a_worker_killed(tmp_path: Path) -> None:
+    """Registration mode: the extension registers once, with the front as its Contact."""
+    from tests.support.kamailio import TEST_PASSWORD, Kamailio
+
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(6000))
+    media_port = free_udp_port_block(4)
+    with Kamailio(tmp_path / "pbx", auth=True) as pbx:
+        account = {"name": "pbx", "registrar": pbx.uri, "user": "gw",
+                   "password_env": "GW_PBX_PASSWORD", "expires_s": 60}
+        sip = {**_front_config(workers=2), "accounts": [account]}
+        async with SimulatorServer(options=SimOptions(speed=4.0, tts_engine="tone")) as sim, \
+                run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip,
+                            env={"GW_PBX_PASSWORD": TEST_PASSWORD}) as gw:
+            contacts = await asyncio.to_thread(pbx.wait_registered, "gw", 15.0)
+            # One registration, and it names the front's address, not a worker's.
+            assert [c.uri.split(";")[0] for c in contacts] == [f"sip:gw@127.0.0.1:{gw.port}"]
+            assert "registration pbx" not in gw.log()  # no worker registered by itself
+            first = await _call_via_pbx(pbx, tmp_path / "first", media_port, audio)
+            os.kill(_worker_pids(gw)["w1"], signal.SIGKILL)
+            await gw.wait_log("worker w1 (pid")
+            assert len(pbx.registered_contacts("gw")) == 1
+            second = await _call_via_pbx(pbx, tmp_path / "second", media_port, audio)
+            log = gw.log()
+            assert TEST_PASSWORD not in log
+    # Both calls the PBX routed reached an agent.
+    assert log.count("-> route all, agent greeter") == 2
+    for result in (first, second):
+        assert result.ok, result.describe()
+
+
+async def _call_via_pbx(pbx: Any, log_dir: Path, media_port: int, audio: Path) -> Any:
+    return await run_sipp_async("uac_via_proxy", pbx.address, service="gw", log_dir=log_dir,
+                                media_port=media_port, hold_ms=3000,
+                                keys={"audio_file": str(audio)}, timeout_s=30)
+
+
+async def test_a_killed_control_process_takes_its_workers_and_front_with_it(
+        tmp_path: Path) -> None:
+    async with SimulatorServer(options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=_front_config(workers=2)) as gw:
+        children = list(_worker_pids(gw).values())
+        front = re.search(r"front: kamailio pid (\d+)", gw.log())
+        assert front
+        children.append(int(front.group(1)))
+        gw.signal(signal.SIGKILL)
+        gone = await asyncio.to_thread(
+            _wait, lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 15.0,
+            "the workers and Kamailio to exit")
+        assert gone
+        assert not _udp_bound(gw.port)
+        # The killed process could not remove its run directory; the next start does.
+        run_dir = re.search(r"IPC at (\S+)/ipc/workers.sock", gw.log())
+        assert run_dir
+    (tmp_path / "next").mkdir()
+    async with SimulatorServer(options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path / "next", sim, GREETING_AGENT,
+                        sip=_front_config(workers=2)) as again:
+        assert f"removing the run directory of a control process that is gone: " \
+            f"{run_dir.group(1)}" in again.log()

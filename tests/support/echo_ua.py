@@ -139,9 +139,11 @@ class EchoAgent:
     def pump(self) -> None:
         """Move each call's received frames into its playout buffer (the echo)."""
         for call in self.calls.values():
-            frames = call.event.media.drain_caller_frames()
+            media = call.event.media
+            frames = media.tick()
             if frames:
-                call.event.media.playout.push("echo", 0, b"".join(frames))
+                media.playout.push("echo", 0, b"".join(frames))
+                media.feed()
                 call.echoed_frames += len(frames)
 
 
