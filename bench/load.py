@@ -21,6 +21,15 @@ steady window is measured:
   rate, inter-packet gaps, RFC 3550 jitter, late (> 40 ms) and lost packets, agent talk time;
 * INVITE -> 200 latency from SIPp's message log.
 
+Front mode (``--workers W``): each level runs ONE ``gateway run`` that is a control process
+with W SIP workers (``gateway worker``, one pjsua2 endpoint each) behind a Kamailio front
+(``sip.workers: W``, ``sip.front: kamailio``, each worker's ``sip.max_calls`` ceil(N / W)
+plus a margin), and one SIPp calls the front's address. CPU and memory then cover every
+gateway process together, found by walking ``/proc`` from the control process: the control
+process, each worker (and what it forked), and the Kamailio front with all its children, and
+are also reported per group (control / workers / kamailio); the thread profile is worker
+``w1``'s. Its results go to a doc block of their own (``[source, front]``).
+
 The whole set is run ``--repeat`` times (2 by default), each pass starting with an idle
 gateway process (0 calls), so run-to-run spread is visible. The results are printed as Markdown
 tables, saved as JSON in the run directory, and written into ``docs/benchmarks.md`` between
@@ -33,6 +42,7 @@ Usage (from the repository root, as root)::
     .venv/bin/python -m bench.load --calls 30 60 90 --repeat 1        # source build
     .venv-wheel/bin/python -m bench.load --calls 30 60 --repeat 1     # the wheel, 3 per process
     .venv/bin/python -m bench.load --quick    # smoke run: N=3, short windows, no doc update
+    .venv/bin/python -m bench.load --workers 2 --calls 30 60 90 --repeat 1   # through the front
 """
 
 from __future__ import annotations
@@ -61,17 +71,25 @@ from bench.metrics import (
     answer_latencies_ms,
     call_records,
     child_pid,
+    children,
+    cmdline,
+    comm,
     cpu_snapshot,
+    descendants,
     frame_counters,
+    live_since,
     pss_kb,
     rss_kb,
     summarize_rtp,
 )
 from bench.report import (
+    GROUPS,
+    GroupUsage,
     IdleResult,
     LevelFailure,
     LevelResult,
     Plan,
+    block_label,
     confirm_binding,
     detect_binding,
     machine_info,
@@ -102,8 +120,18 @@ START_TIMEOUT_S = 30.0
 #: Calls end this long after the window closes (covers ramp-up and capture start/stop).
 HOLD_MARGIN_S = 6.0
 #: Calls per second arriving at the gateways, all SIPps together, while ramping up: each SIPp
-#: places its calls at this rate and the next SIPp starts when the previous one is done.
+#: places its calls at this rate and the next SIPp starts when the previous one is done
+#: (``--rate``).
 CALL_RATE = 20.0
+#: Front mode: each worker's ``sip.max_calls`` is ceil(calls / workers) plus this, so an
+#: uneven spread by the dispatcher never refuses a call.
+WORKER_MARGIN = 2
+#: Front mode: how long the control process may take to drain and stop (its workers and the
+#: front included) before it is killed; and its ``control.drain_timeout_s``.
+FRONT_STOP_GRACE_S = 20.0
+FRONT_DRAIN_TIMEOUT_S = 2.0
+#: How long the processes a front-mode gateway started may take to go once it has exited.
+LEFTOVER_WAIT_S = 5.0
 MODES = ("native", "transcode")
 GREETING = ("Hello and welcome to the gateway benchmark line. This greeting is deliberately "
             "long, so that the agent is already talking when the measurement starts. Please "
@@ -244,6 +272,169 @@ def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[
     return out
 
 
+# Front mode ----------------------------------------------------------------------------------
+
+
+def worker_max_calls(calls: int, workers: int, margin: int, cap: int | None) -> int:
+    """Each worker's ``sip.max_calls`` for ``calls`` over ``workers``: an equal share plus
+    ``margin``, at most ``cap`` (the wheel's 3)."""
+    share = -(-calls // workers)
+    return share + margin if cap is None else min(cap, share + margin)
+
+
+class Reaper:
+    """Processes a front-mode gateway started (workers, Kamailio and its children) that must
+    be gone once the gateway has stopped: it waits for them, then kills by pid what is left.
+
+    They run in sessions of their own, so stopping the ``timeout`` wrapper's process group
+    does not reach them; the control process stops them (and they die with it). A process is
+    remembered with its start time, so a reused pid is never signalled.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+
+    def track(self, pids: Sequence[int]) -> None:
+        """Remember ``pids`` (those still alive)."""
+        for pid in pids:
+            since = live_since(pid)
+            if since is not None:
+                self._seen.setdefault(pid, since)
+
+    def alive(self) -> list[int]:
+        """The remembered processes still running."""
+        return [pid for pid, since in self._seen.items() if live_since(pid) == since]
+
+    def close(self) -> None:
+        """Wait (bounded) for every remembered process to go; kill and report the rest."""
+        deadline = time.monotonic() + LEFTOVER_WAIT_S
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.alive()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            print(f"  left behind by the gateway, killed: "
+                  f"{', '.join(f'{pid} {comm(pid)}' for pid in left)}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class FrontGateway:
+    """One ``gateway run`` in front mode: the control process, its workers, the front."""
+
+    gw: GatewayProc
+    control_pid: int
+    #: Worker id (``w1``...) -> pid, as the workers logged when ready.
+    workers: dict[str, int]
+    front_pid: int
+
+    def groups(self) -> dict[str, list[int]]:
+        """Every gateway process now, per group: ``control`` (the control process and any
+        helper it forked), ``workers`` (each worker and what it forked) and ``kamailio`` (the
+        front's main process and all its children).
+
+        Raises:
+            BenchError: A worker or the front is no longer the process that started (it died
+                and was restarted).
+        """
+        out: dict[str, list[int]] = {name: [] for name in GROUPS}
+        out["control"].append(self.control_pid)
+        kids = children(self.control_pid)
+        gone = [f"worker {w} (pid {pid})" for w, pid in self.workers.items() if pid not in kids]
+        if self.front_pid not in kids:
+            gone.append(f"kamailio (pid {self.front_pid})")
+        if gone:
+            raise BenchError(f"no longer running under the control process: {', '.join(gone)}"
+                             f"\n{self.gw.run.proc.log_tail()}")
+        known = set(self.workers.values())
+        for kid in kids:
+            if kid == self.front_pid or comm(kid) == "kamailio":
+                group = "kamailio"
+            elif kid in known or "worker" in cmdline(kid)[2:4]:
+                group = "workers"
+            else:
+                group = "control"
+            out[group] += [kid, *descendants(kid)]
+        return out
+
+
+_CONTROL_READY = re.compile(r"gateway ready \(pid (\d+)\)")
+_WORKER_READY = re.compile(r"worker (w\d+) ready \(pid (\d+)\)")
+_FRONT_READY = re.compile(r"front: kamailio pid (\d+) listening on")
+
+
+def start_front(stack: contextlib.ExitStack, run_dir: Path, workers: int, per_worker: int,
+                sim_url: str, dialplan: Path, ports: PortPlan, lifetime_s: float,
+                calls: int) -> FrontGateway:
+    """Start one ``gateway run`` with ``workers`` SIP workers of ``per_worker`` calls behind a
+    Kamailio front on a free loopback port; return when it says it is ready.
+
+    ``calls`` is what the level will place (the RTP capture and the waits count on it).
+    """
+    port = ports.block(2)
+    rtp_share = rtp_ports_for(per_worker)
+    rtp_count = workers * rtp_share
+    rtp = ports.block(rtp_count)
+    sip: dict[str, object] = {
+        "transports": [{"type": "udp", "host": "127.0.0.1", "port": port}],
+        "workers": workers, "front": "kamailio", "max_calls": per_worker,
+        "worker_port_start": ports.block(workers),
+        "rtp_port_start": rtp, "rtp_port_range": rtp_count}
+    config = {"realtime": {"url": sim_url}, "sip": sip,
+              "control": {"port": 0, "drain_timeout_s": FRONT_DRAIN_TIMEOUT_S},
+              "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
+    config_path = run_dir / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {"OPENAI_API_KEY": "sk-bench-local", "GATEWAY_REALTIME_URL": sim_url,
+           "GATEWAY_LOG_LEVEL": "INFO"}
+    # Registered first, so it runs after the gateway has been stopped (an ExitStack unwinds
+    # last-in first-out).
+    reaper = Reaper()
+    stack.callback(reaper.close)
+    proc = ManagedProcess([*GATEWAY, "run", "-c", str(config_path),
+                           "--run-seconds", f"{lifetime_s:.0f}"],
+                          log_path=run_dir / "gateway.log", name="gateway", env=env, cwd=REPO,
+                          max_lifetime_s=lifetime_s + FRONT_STOP_GRACE_S + 10,
+                          grace_s=FRONT_STOP_GRACE_S)
+    stack.enter_context(proc)
+    try:
+        # Workers import pjsua2 side by side on 2 cores, then Kamailio starts: allow for it.
+        proc.wait_ready(lambda log: "gateway ready" in log,
+                        timeout_s=START_TIMEOUT_S + 5.0 * workers)
+    finally:
+        with contextlib.suppress(RuntimeError):  # track what started, even on a failed start
+            reaper.track(descendants(child_pid(proc.pid, timeout_s=0.1)))
+    log_text = proc.log_text()
+    control = _CONTROL_READY.search(log_text)
+    front = _FRONT_READY.search(log_text)
+    ready = dict(_WORKER_READY.findall(log_text))  # the last line of each worker wins
+    if control is None or front is None or len(ready) != workers:
+        raise BenchError(f"the gateway did not log its control pid, {workers} ready workers "
+                         f"and the front's pid\n{proc.log_tail()}")
+    control_pid = child_pid(proc.pid)
+    if int(control[1]) != control_pid:
+        raise BenchError(f"the gateway logged pid {control[1]}, its process is {control_pid}")
+    gw = GatewayProc(Running(proc, control_pid), port, rtp, rtp_count, calls)
+    out = FrontGateway(gw, control_pid, {w: int(pid) for w, pid in sorted(ready.items())},
+                       int(front[1]))
+    reaper.track([pid for pids in out.groups().values() for pid in pids])
+    return out
+
+
+def usage(window: CpuWindow, groups: dict[str, list[int]]) -> tuple[GroupUsage, ...]:
+    """CPU over ``window`` and memory now of each gateway process group."""
+    return tuple(GroupUsage(name, len(groups[name]), window.groups[name],
+                            sum(rss_kb(p) for p in groups[name]) / 1024,
+                            sum(pss_kb(p) for p in groups[name]) / 1024) for name in GROUPS)
+
+
+def _same_processes(before: dict[str, list[int]], after: dict[str, list[int]]) -> None:
+    if {k: sorted(v) for k, v in before.items()} != {k: sorted(v) for k, v in after.items()}:
+        raise BenchError(f"the gateway's processes changed during the window: {before} -> "
+                         f"{after}")
+
+
 def caller_audio(path: Path) -> Path:
     """The looped caller file: silence, one spoken question, a shorter silence (raw µ-law)."""
     pcm = silence_pcm16(CALLER_LEAD_MS) + speech_pcm16(CALLER_LINE) + silence_pcm16(
@@ -255,13 +446,15 @@ def _connected(gw: GatewayProc) -> int:
     return gw.run.proc.log_text().count("Realtime connected")
 
 
-def wait_calls_up(gateways: Sequence[GatewayProc], sipps: Sequence[SippProcess]) -> None:
-    """Wait until every gateway has a Realtime session for each of its calls.
+def wait_calls_up(gateways: Sequence[GatewayProc], sipps: Sequence[SippProcess],
+                  rate: float = CALL_RATE) -> None:
+    """Wait until every gateway has a Realtime session for each of its calls (placed at
+    ``rate`` per second).
 
     Raises:
         BenchError: A gateway or SIPp exited, a call was refused, or the wait timed out.
     """
-    timeout_s = START_TIMEOUT_S + sum(g.calls for g in gateways) / CALL_RATE
+    timeout_s = START_TIMEOUT_S + sum(g.calls for g in gateways) / rate
     deadline = time.monotonic() + timeout_s
     while True:
         for gw in gateways:
@@ -293,26 +486,46 @@ def _log_problems(gateways: Sequence[GatewayProc]) -> int:
 
 
 def run_idle(plan: Plan, ports: PortPlan, run: int) -> tuple[IdleResult, str]:
-    """One gateway process with the simulator up and no call: its fixed cost (and its log)."""
+    """One gateway process (front mode: the whole front, every worker and Kamailio) with the
+    simulator up and no call: its fixed cost (and its log)."""
     run_dir = plan.out_dir / f"run{run}" / "idle"
     run_dir.mkdir(parents=True, exist_ok=True)
     lifetime = plan.settle_s + plan.idle_window_s + 60
     with contextlib.ExitStack() as stack:
         sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
         dialplan = write_dialplan(run_dir / "dialplan.yaml", "native")
-        (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime,
-                               plan.calls_per_gateway)
+        front: FrontGateway | None = None
+        if plan.workers is None:
+            (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime,
+                                   plan.calls_per_gateway)
+            gw_groups = {"gateway": [gw.run.pid]}
+            profiled = gw.run.pid
+        else:
+            # The same layout as the largest level (the idle cost barely depends on it).
+            per_worker = worker_max_calls(max(plan.calls), plan.workers, plan.worker_margin,
+                                          plan.worker_cap)
+            front = start_front(stack, run_dir, plan.workers, per_worker, url, dialplan,
+                                ports, lifetime, 0)
+            gw = front.gw
+            gw_groups = front.groups()
+            profiled = front.workers["w1"]
         time.sleep(plan.settle_s)
-        groups = {"gateway": [gw.run.pid], "sim": [sim.pid]}
-        a = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
+        groups = {**gw_groups, "sim": [sim.pid]}
+        a = cpu_snapshot(groups, children=["sim"], threads_of=profiled)
         time.sleep(plan.idle_window_s)
-        b = cpu_snapshot(groups, children=["sim"], threads_of=gw.run.pid)
+        b = cpu_snapshot(groups, children=["sim"], threads_of=profiled)
         window = CpuWindow.between(a, b)
-        rss = rss_kb(gw.run.pid) / 1024
-        pss = pss_kb(gw.run.pid) / 1024
+        pids = [p for pids in gw_groups.values() for p in pids]
+        rss = sum(rss_kb(p) for p in pids) / 1024
+        pss = sum(pss_kb(p) for p in pids) / 1024
+        per_group = () if front is None else usage(window, gw_groups)
+        if front is not None:
+            _same_processes(gw_groups, front.groups())
         log_text = gw.run.proc.log_text()
-    return IdleResult(run, round(window.seconds, 2), window.groups["gateway"], rss, pss,
-                      window.groups["sim"], window.host_busy, _top_threads(window)), log_text
+    cpu = sum(window.groups[name] for name in gw_groups)
+    return IdleResult(run, round(window.seconds, 2), cpu, rss, pss, window.groups["sim"],
+                      window.host_busy, _top_threads(window), procs=len(pids),
+                      groups=per_group), log_text
 
 
 def shares_for(calls: int, per_gateway: int | None) -> list[int]:
@@ -329,15 +542,23 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
     """Measure ``calls`` concurrent calls in media ``mode`` (in the pass of ``idle``)."""
     run_dir = plan.out_dir / f"run{idle.run}" / f"{mode}-n{calls}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    shares = shares_for(calls, plan.calls_per_gateway)
-    ramp_s = calls / CALL_RATE
+    rate = plan.call_rate
+    ramp_s = calls / rate
     hold_s = plan.settle_s + plan.window_s + HOLD_MARGIN_S + ramp_s
     lifetime = hold_s + 2 * START_TIMEOUT_S + 30
     with contextlib.ExitStack() as stack:
         sim, url = start_sim(stack, run_dir, plan.sim_speed, lifetime)
         dialplan = write_dialplan(run_dir / "dialplan.yaml", mode)
-        gateways = start_gateways(stack, run_dir, shares, url, dialplan, ports, lifetime,
-                                  plan.calls_per_gateway)
+        front: FrontGateway | None = None
+        if plan.workers is None:
+            gateways = start_gateways(stack, run_dir, shares_for(calls, plan.calls_per_gateway),
+                                      url, dialplan, ports, lifetime, plan.calls_per_gateway)
+        else:
+            per_worker = worker_max_calls(calls, plan.workers, plan.worker_margin,
+                                          plan.worker_cap)
+            front = start_front(stack, run_dir, plan.workers, per_worker, url, dialplan,
+                                ports, lifetime, calls)
+            gateways = [front.gw]
         sipps: list[SippProcess] = []
         for gw in gateways:
             sipp = start_sipp("uac_pcmu", gw.target, log_dir=run_dir, service="100",
@@ -345,27 +566,36 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
                               # SIPp binds a port pair per call upwards of -mp: reserve them
                               # all, so none lands in a gateway's RTP range (the capture).
                               media_port=ports.block(4 * gw.calls + 4),
-                              calls=gw.calls, concurrent=gw.calls, rate=CALL_RATE,
+                              calls=gw.calls, concurrent=gw.calls, rate=rate,
                               hold_ms=int(hold_s * 1000), keys={"audio_file": str(audio)},
                               timeout_s=hold_s + START_TIMEOUT_S + 10)
             sipps.append(stack.enter_context(sipp))
-            time.sleep(gw.calls / CALL_RATE)  # keep the total arrival rate at CALL_RATE
-        wait_calls_up(gateways, sipps)
+            time.sleep(gw.calls / rate)  # keep the total arrival rate at `rate`
+        wait_calls_up(gateways, sipps, rate)
         time.sleep(plan.settle_s)
-        gw_pids = [g.run.pid for g in gateways]
-        groups = {"gateway": gw_pids, "sim": [sim.pid],
+        if front is None:
+            gw_groups = {"gateway": [g.run.pid for g in gateways]}
+            profiled = gateways[0].run.pid
+        else:
+            gw_groups = front.groups()
+            profiled = front.workers["w1"]
+        gw_pids = [p for pids in gw_groups.values() for p in pids]
+        groups = {**gw_groups, "sim": [sim.pid],
                   "sipp": [child_pid(s.process.pid) for s in sipps]}
         rtp_filter = "udp and (" + " or ".join(g.rtp_filter for g in gateways) + ")"
         # A 256 MiB buffer holds a whole window even if tcpdump falls behind; 256 bytes keep
         # the RTP header and a 20 ms G.711 payload.
         with Capture(run_dir / "rtp.pcap", rtp_filter, max_lifetime_s=plan.window_s + 60,
                      buffer_kib=262_144, snaplen=256) as cap:
-            a = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
+            a = cpu_snapshot(groups, children=["sim"], threads_of=profiled)
             time.sleep(plan.window_s)
-            b = cpu_snapshot(groups, children=["sim"], threads_of=gw_pids[0])
+            b = cpu_snapshot(groups, children=["sim"], threads_of=profiled)
             rss = tuple(rss_kb(p) / 1024 for p in gw_pids)
             pss = tuple(pss_kb(p) / 1024 for p in gw_pids)
             sim_rss = rss_kb(sim.pid) / 1024
+            per_group = () if front is None else usage(CpuWindow.between(a, b), gw_groups)
+        if front is not None:
+            _same_processes(gw_groups, front.groups())
         if not all(s.running for s in sipps):
             raise BenchError("a SIPp finished before the window closed: calls ended early")
         results = [s.result() for s in sipps]
@@ -374,14 +604,17 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         problems = _log_problems(gateways)
         records = [rec for g in gateways for rec in call_records(g.run.proc.log_text())]
     window = CpuWindow.between(a, b)
-    gw_cpu = window.groups["gateway"]
+    gw_cpu = sum(window.groups[name] for name in gw_groups)
     rtp = summarize_rtp(cap.packets(), a.wall, b.wall, calls)
     answers = tuple(ms for r in results for ms in answer_latencies_ms(r.messages))
+    # Above idle: the idle cost once per gateway process, or once for the whole front (the
+    # idle front has the same control process, workers and Kamailio processes).
+    idle_cost = idle.cpu_pct if front is not None else len(gateways) * idle.cpu_pct
     return LevelResult(
-        run=idle.run, mode=mode, calls=calls, procs=len(gateways),
+        run=idle.run, mode=mode, calls=calls, procs=len(gw_pids),
         window_s=round(window.seconds, 2),
         gw_cpu_pct=gw_cpu, gw_cpu_per_call=gw_cpu / calls,
-        gw_net_per_call=(gw_cpu - len(gateways) * idle.cpu_pct) / calls,
+        gw_net_per_call=(gw_cpu - idle_cost) / calls,
         gw_rss_mb=rss, gw_pss_mb=pss, sim_cpu_pct=window.groups["sim"], sim_rss_mb=sim_rss,
         sipp_cpu_pct=window.groups["sipp"], host_busy_pct=window.host_busy, rtp=rtp,
         answer_ms=answers, calls_ok=sum(r.successful for r in results),
@@ -389,7 +622,8 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         call_records=len(records),
         agent_responses=sum(int(rec.get("responses", 0)) for rec in records),
         frame_counters=tuple(sorted(frame_counters(records).items())),
-        threads=_top_threads(window), capture_dropped=cap.dropped_by_kernel)
+        threads=_top_threads(window), capture_dropped=cap.dropped_by_kernel,
+        workers=plan.workers or 0, groups=per_group)
 
 
 # Command line --------------------------------------------------------------------------------
@@ -399,13 +633,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds every ExitStack, which stops every process
 
 
-def check_prerequisites() -> None:
-    """Fail early, with a clear message, when a tool or privilege is missing.
+def check_prerequisites(*, front: bool = False) -> None:
+    """Fail early, with a clear message, when a tool or privilege is missing (``front``: also
+    Kamailio).
 
     Raises:
         SystemExit: Something is missing.
     """
     missing = [t for t in ("sipp", "tcpdump", "espeak-ng", "timeout") if shutil.which(t) is None]
+    if front and shutil.which("kamailio") is None and not Path("/usr/sbin/kamailio").exists():
+        missing.append("kamailio")
     if missing:
         raise SystemExit(f"missing tools: {', '.join(missing)} (see scripts/dev.sh)")
     if os.geteuid() != 0:
@@ -421,6 +658,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calls per gateway process, its sip.max_calls (default: what the "
                    f"binding allows: {WHEEL_CALLS_PER_GATEWAY} on the wheel, all of a level's "
                    "calls in one process on the source build)")
+    p.add_argument("--workers", type=int, metavar="W",
+                   help="front mode: each level runs one `gateway run` with W SIP workers "
+                   "behind a Kamailio front (sip.workers: W, sip.front: kamailio), SIPp calls "
+                   "the front; CPU and memory cover the control process, every worker and "
+                   "every Kamailio process, also per group (default: off)")
+    p.add_argument("--rate", type=float, default=CALL_RATE, metavar="R",
+                   help=f"new calls per second, all SIPps together (default {CALL_RATE:g})")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="media modes (default: both)")
     p.add_argument("--window", type=float, default=20.0, help="steady window, s (default 20)")
@@ -451,10 +695,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.repeat = 1
     if any(n < 1 for n in args.calls) or min(args.window, args.idle_window, args.repeat) <= 0:
         raise SystemExit("call counts, windows and --repeat must be positive")
-    check_prerequisites()
+    if args.rate <= 0:
+        raise SystemExit("--rate must be positive")
+    check_prerequisites(front=args.workers is not None)
     binding = detect_binding()
     per_gateway = args.calls_per_gateway
-    if per_gateway is None and binding.kind == "wheel":
+    worker_cap = WHEEL_CALLS_PER_GATEWAY if binding.kind == "wheel" else None
+    if args.workers is not None:
+        if args.workers < 2:
+            raise SystemExit("--workers must be at least 2 (one worker has no front)")
+        if per_gateway is not None:
+            raise SystemExit("--calls-per-gateway and --workers exclude each other: in front "
+                             "mode each worker takes ceil(calls / workers) calls")
+        if worker_cap is not None and any(-(-n // args.workers) > worker_cap
+                                          for n in args.calls):
+            raise SystemExit(f"the wheel allows {worker_cap} calls per worker: use at least "
+                             f"ceil(calls / {worker_cap}) workers")
+    elif per_gateway is None and binding.kind == "wheel":
         per_gateway = WHEEL_CALLS_PER_GATEWAY
     if per_gateway is not None and per_gateway < 1:
         raise SystemExit("--calls-per-gateway must be positive")
@@ -466,21 +723,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="bench-load-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = Plan(tuple(args.calls), tuple(args.modes), args.window, args.idle_window,
-                args.settle, args.sim_speed, args.repeat, out_dir, per_gateway)
+                args.settle, args.sim_speed, args.repeat, out_dir, per_gateway,
+                workers=args.workers, worker_margin=WORKER_MARGIN, call_rate=args.rate,
+                worker_cap=worker_cap if args.workers is not None else None)
     signal.signal(signal.SIGTERM, _on_sigterm)
     machine = machine_info()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ports = PortPlan()
     idles: list[IdleResult] = []
     levels: list[LevelResult | LevelFailure] = []
-    layout = (f"{per_gateway} calls per gateway process" if per_gateway
+    layout = (f"front mode: {args.workers} workers behind Kamailio" if args.workers
+              else f"{per_gateway} calls per gateway process" if per_gateway
               else "all calls in one gateway process")
     print(f"artefacts in {out_dir}; binding: {binding.title} ({binding.distribution} "
           f"{binding.distribution_version}), {layout}", file=sys.stderr)
     try:
         audio = caller_audio(out_dir / "caller.ulaw")
         for run in range(1, plan.repeat + 1):
-            print(f"run {run}: measuring an idle gateway process...", file=sys.stderr)
+            print(f"run {run}: measuring an idle "
+                  f"{'front' if plan.workers else 'gateway process'}...", file=sys.stderr)
             idle, idle_log = run_idle(plan, ports, run)
             idles.append(idle)
             binding = confirm_binding(binding, idle_log)
@@ -502,10 +763,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     interpreter = sys.executable
     with contextlib.suppress(ValueError):
         interpreter = str(Path(sys.executable).relative_to(REPO))
-    tables = render_tables(idles, levels)
+    tables = render_tables(idles, levels, front=plan.workers is not None)
     print(tables)
     record = {"started": started, "command": f"{interpreter} -m {command}",
-              "machine": machine, "binding": {**asdict(binding), "label": binding.label},
+              "machine": machine,
+              "binding": {**asdict(binding), "label": block_label(binding, plan.workers)},
               "plan": {**asdict(plan), "out_dir": str(plan.out_dir)},
               "idle": [asdict(i) for i in idles], "levels": [asdict(lv) for lv in levels]}
     (out_dir / "results.json").write_text(json.dumps(record, indent=2, default=str))
@@ -513,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         update_doc(doc, render_block(started=started, command=command, machine=machine,
                                      plan=plan, binding=binding, interpreter=interpreter,
                                      idles=idles, levels=levels, tables=tables),
-                   binding.label)
+                   block_label(binding, plan.workers))
         print(f"updated {doc}", file=sys.stderr)
     return 1 if any(isinstance(lv, LevelFailure) for lv in levels) else 0
 

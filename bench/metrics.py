@@ -2,10 +2,11 @@
 
 The ``/proc`` readers take plain pids (the program's own pid, not the ``timeout`` wrapper
 around it) and return raw counters; :class:`CpuWindow` turns two snapshots into percentages of
-one core. The RTP and SIP parts are pure: :func:`summarize_rtp` works on captured
-:class:`~tests.support.rtp.Packet` values trimmed to the measurement window, and
-:func:`answer_latencies_ms` on SIPp's ``-trace_msg`` log, :func:`call_records` on the gateway's
-log. Percentiles are nearest-rank.
+one core; :func:`children` and :func:`descendants` walk the process tree (the front mode's
+control process, its workers and Kamailio's children). The RTP and SIP parts are pure:
+:func:`summarize_rtp` works on captured :class:`~tests.support.rtp.Packet` values trimmed to
+the measurement window, :func:`answer_latencies_ms` on SIPp's ``-trace_msg`` log and
+:func:`call_records` on the gateway's log. Percentiles are nearest-rank.
 """
 
 from __future__ import annotations
@@ -132,6 +133,60 @@ def child_pid(wrapper_pid: int, timeout_s: float = 5.0) -> int:
             return int(kids[0])
         time.sleep(0.02)
     raise RuntimeError(f"process {wrapper_pid} started no child within {timeout_s} s")
+
+
+def children(pid: int) -> list[int]:
+    """The live children of ``pid``, forked by any of its threads; empty if it is gone."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            out += [int(k) for k in (task / "children").read_text().split()]
+    return sorted(set(out))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children...), parents first."""
+    out: list[int] = []
+    todo = children(pid)
+    while todo:
+        kid = todo.pop(0)
+        if kid not in out:
+            out.append(kid)
+            todo += children(kid)
+    return out
+
+
+def live_since(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``starttime``); ``None`` if it is
+    gone or a zombie (exited, not yet reaped).
+
+    A pid and its start time name one process even after the pid is reused.
+    """
+    try:
+        f = _stat_fields(Path(f"/proc/{pid}/stat"))
+        return None if f[0] in ("Z", "X") else int(f[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def cmdline(pid: int) -> list[str]:
+    """The arguments of ``pid``; empty if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def comm(pid: int) -> str:
+    """The command name of ``pid`` (``/proc/PID/comm``); empty if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 @dataclass(frozen=True)

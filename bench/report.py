@@ -8,7 +8,9 @@ on one class for each.
 one binding (:func:`begin_marker` and :func:`end_marker` of ``source`` or ``wheel``), so a run
 on one binding leaves the other binding's block and the hand-written notes around them alone;
 a file without that binding's markers gets the block appended, and a missing file is created
-with a short skeleton.
+with a short skeleton. Front-mode runs (``--workers N``: one control process, N SIP workers,
+a Kamailio front) have blocks of their own, ``source, front`` and ``wheel, front``
+(:func:`block_label`), so they never replace the single-process blocks.
 """
 
 from __future__ import annotations
@@ -32,10 +34,18 @@ WHEEL_DISTRIBUTION = "pjsua2-python"
 SOURCE_DISTRIBUTION = "pjsua2"
 
 
+#: Names of the gateway's process groups in front mode, in report order.
+GROUPS = ("control", "workers", "kamailio")
+_FRONT = "front"
+
+
 def begin_marker(label: str) -> str:
-    """The line that opens the generated block of binding ``label`` (``source``, ``wheel``)."""
+    """The line that opens the generated block ``label`` (``source``, ``wheel``, or one of
+    them with ``, front`` for front-mode runs)."""
+    kind, _, variant = label.partition(", ")
+    how = f"the {kind} binding" + (" with --workers" if variant == _FRONT else "")
     return (f"<!-- bench/load.py [{label}]: generated block begins; re-running the benchmark "
-            f"on the {label} binding replaces it -->")
+            f"on {how} replaces it -->")
 
 
 def end_marker(label: str) -> str:
@@ -70,6 +80,12 @@ class BindingInfo:
         return f"{what} (pjproject {self.pjproject})"
 
 
+def block_label(binding: BindingInfo, workers: int | None) -> str:
+    """The doc block a run writes: the binding's (``source``), or in front mode
+    (``workers`` set) its front block (``source, front``)."""
+    return binding.label if workers is None else f"{binding.label}, {_FRONT}"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to run: call counts, modes, window lengths, where to put the artefacts."""
@@ -84,6 +100,26 @@ class Plan:
     out_dir: Path
     #: Calls per gateway process; ``None``: all of a level's calls in one process.
     calls_per_gateway: int | None = None
+    #: Front mode: SIP workers behind Kamailio in one ``gateway run``; ``None``: off.
+    workers: int | None = None
+    #: Front mode: each worker's ``sip.max_calls`` is ceil(calls / workers) plus this.
+    worker_margin: int = 2
+    #: New calls per second, all SIPps together.
+    call_rate: float = 20.0
+    #: Front mode: the most calls a worker can take (the wheel: 3); ``None``: no cap.
+    worker_cap: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupUsage:
+    """One group of gateway processes in front mode (``control``, ``workers``, ``kamailio``):
+    how many processes, their CPU (% of one core) and summed RSS and PSS (MiB)."""
+
+    name: str
+    procs: int
+    cpu_pct: float
+    rss_mb: float
+    pss_mb: float
 
 
 @dataclass(frozen=True)
@@ -98,6 +134,11 @@ class IdleResult:
     sim_cpu_pct: float
     host_busy_pct: float
     threads: tuple[tuple[str, float], ...]
+    #: Gateway processes measured (front mode: control, workers and Kamailio's processes);
+    #: ``cpu_pct``, ``rss_mb`` and ``pss_mb`` are their sums.
+    procs: int = 1
+    #: Front mode: the same, per process group.
+    groups: tuple[GroupUsage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +169,11 @@ class LevelResult:
     frame_counters: tuple[tuple[str, int], ...]
     threads: tuple[tuple[str, float], ...]
     capture_dropped: int | None
+    #: Front mode: SIP workers of the one ``gateway run`` (``procs`` counts every gateway
+    #: process: control, workers, Kamailio); 0: not front mode.
+    workers: int = 0
+    #: Front mode: CPU and memory per process group.
+    groups: tuple[GroupUsage, ...] = ()
 
     @property
     def rss_per_call(self) -> float:
@@ -305,20 +351,35 @@ def _idle_other(idle: IdleResult) -> float:
 
 
 def _calls_per_proc(r: LevelResult) -> str:
+    if r.workers:
+        return f"{r.calls / r.workers:.3g}"
     return f"{r.calls / r.procs:.3g}" if r.procs else "–"
 
 
-def _summary(idles: Sequence[IdleResult], ok: Sequence[LevelResult]) -> str:
+def _procs(procs: int, groups: Sequence[GroupUsage]) -> str:
+    """``1 + 2 + 9`` (control + workers + Kamailio) in front mode, else the count."""
+    return " + ".join(str(g.procs) for g in groups) if groups else str(procs)
+
+
+def _summary(idles: Sequence[IdleResult], ok: Sequence[LevelResult], front: bool) -> str:
+    procs = "gw procs (control + workers + Kamailio)" if front else "gw procs"
+    per = "calls/worker" if front else "calls/proc"
+    if front:
+        idle = (f"| idle front | 0 | {_procs(idles[0].procs, idles[0].groups) if idles else '–'} "
+                f"| 0 | {_spread([i.cpu_pct for i in idles])} | – | – "
+                f"| {_spread([i.rss_mb for i in idles], 1)} in all "
+                f"| {_spread([i.pss_mb for i in idles], 1)} in all | – | – ")
+    else:
+        idle = (f"| idle process | 0 | 1 | 0 | {_spread([i.cpu_pct for i in idles])} | – | – "
+                f"| {_spread([i.rss_mb for i in idles], 1)} per process "
+                f"| {_spread([i.pss_mb for i in idles], 1)} per process | – | – ")
     rows = [
-        "| mode | calls | gw procs | calls/proc | gw CPU % (all procs) | gw CPU %/call "
+        f"| mode | calls | {procs} | {per} | gw CPU % (all procs) | gw CPU %/call "
         "| above idle %/call | gw RSS MB/call | gw PSS MB/call | sim CPU %/call "
         "| SIPp CPU %/call | host busy % (of 200) | playout dropped / underrun / caller dropped "
         "| late > 40 ms | lost | jitter p99 / max ms | INVITE→200 p50 / p95 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| idle process | 0 | 1 | 0 | {_spread([i.cpu_pct for i in idles])} | – | – "
-        f"| {_spread([i.rss_mb for i in idles], 1)} per process "
-        f"| {_spread([i.pss_mb for i in idles], 1)} per process | – | – "
-        f"| {_spread([i.host_busy_pct for i in idles], 1)} | – | – | – | – | – |",
+        idle + f"| {_spread([i.host_busy_pct for i in idles], 1)} | – | – | – | – | – |",
     ]
     levels: dict[tuple[str, int], list[LevelResult]] = {}
     for r in ok:
@@ -326,7 +387,8 @@ def _summary(idles: Sequence[IdleResult], ok: Sequence[LevelResult]) -> str:
     for (mode, calls), runs in levels.items():
         answers = [ms for r in runs for ms in r.answer_ms]
         rows.append(
-            f"| {mode} | {calls} | {runs[0].procs} | {_calls_per_proc(runs[0])} "
+            f"| {mode} | {calls} | {_procs(runs[0].procs, runs[0].groups)} "
+            f"| {_calls_per_proc(runs[0])} "
             f"| {_spread([r.gw_cpu_pct for r in runs], 1)} "
             f"| {_spread([r.gw_cpu_per_call for r in runs], 3)} "
             f"| {_spread([r.gw_net_per_call for r in runs], 3)} "
@@ -349,7 +411,8 @@ def _cpu_table(idles: Sequence[IdleResult], ok: Sequence[LevelResult]) -> str:
         f"| SIPp CPU % | host busy % (of {os.cpu_count() or 1}00) | of which other |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows += [f"| {i.run} | idle | 0 | 1 | {_f(i.cpu_pct)} | – | – | {_f(i.rss_mb, 1)} "
+    rows += [f"| {i.run} | idle | 0 | {i.procs} | {_f(i.cpu_pct)} | – | – "
+             f"| {_f(i.rss_mb / i.procs, 1)} "
              f"| {_f(i.rss_mb, 1)} | {_f(i.pss_mb, 1)} | {_f(i.sim_cpu_pct)} | – | – "
              f"| {_f(i.host_busy_pct, 1)} | {_f(_idle_other(i), 1)} |" for i in idles]
     for r in ok:
@@ -360,6 +423,30 @@ def _cpu_table(idles: Sequence[IdleResult], ok: Sequence[LevelResult]) -> str:
             f"{_f(sum(r.gw_rss_mb), 1)} | {_f(sum(r.gw_pss_mb), 1)} | {_f(r.sim_cpu_pct)} | "
             f"{_f(r.sim_rss_mb, 1)} | {_f(r.sipp_cpu_pct)} | {_f(r.host_busy_pct, 1)} | "
             f"{_f(max(0.0, r.background_pct), 1)} |")
+    return "\n".join(rows)
+
+
+def _group_table(idles: Sequence[IdleResult], ok: Sequence[LevelResult]) -> str:
+    """Front mode: CPU and memory of each process group, and its share of the gateway's."""
+    rows = [
+        "| run | mode | calls | group | procs | CPU % | CPU %/call | share of gw CPU % "
+        "| RSS MB | PSS MB | PSS MB/call | share of gw PSS % |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    measured: list[tuple[int, str, int, Sequence[GroupUsage]]] = [
+        (i.run, "idle", 0, i.groups) for i in idles]
+    measured += [(r.run, r.mode, r.calls, r.groups) for r in ok]
+    for run, mode, calls, groups in measured:
+        cpu = sum(g.cpu_pct for g in groups)
+        pss = sum(g.pss_mb for g in groups)
+        for g in groups:
+            per_cpu = _f(g.cpu_pct / calls, 3) if calls else "–"
+            per_pss = _f(g.pss_mb / calls, 2) if calls else "–"
+            rows.append(
+                f"| {run} | {mode} | {calls} | {g.name} | {g.procs} | {_f(g.cpu_pct)} "
+                f"| {per_cpu} | {_f(100 * g.cpu_pct / cpu if cpu else math.nan, 0)} "
+                f"| {_f(g.rss_mb, 1)} | {_f(g.pss_mb, 1)} | {per_pss} "
+                f"| {_f(100 * g.pss_mb / pss if pss else math.nan, 0)} |")
     return "\n".join(rows)
 
 
@@ -385,14 +472,19 @@ def _media_table(ok: Sequence[LevelResult]) -> str:
 
 
 def render_tables(idles: Sequence[IdleResult],
-                  levels: Sequence[LevelResult | LevelFailure]) -> str:
-    """Markdown: a summary over runs, then per run CPU/memory and media/signalling tables."""
+                  levels: Sequence[LevelResult | LevelFailure], *, front: bool = False) -> str:
+    """Markdown: a summary over runs, then per run CPU/memory and media/signalling tables;
+    in ``front`` mode also CPU and memory per process group (control, workers, Kamailio)."""
     ok = [lv for lv in levels if isinstance(lv, LevelResult)]
     failed = [lv for lv in levels if isinstance(lv, LevelFailure)]
     out = ["Summary (median over runs, min–max in brackets; per call = all gateway processes "
-           "together / calls):", _summary(idles, ok),
-           "CPU and memory, per run:", _cpu_table(idles, ok),
-           "Media and signalling, per run:", _media_table(ok)]
+           "together / calls):", _summary(idles, ok, front),
+           "CPU and memory, per run:", _cpu_table(idles, ok)]
+    if front:
+        out += ["CPU and memory per process group, per run (control: the control process; "
+                "workers: every SIP worker and what it forked; kamailio: the front's main "
+                "process and every child it forked):", _group_table(idles, ok)]
+    out += ["Media and signalling, per run:", _media_table(ok)]
     if failed:
         out.append("\n".join(f"* **run {f.run}, {f.mode}, {f.calls} calls: not measured**: "
                              f"{f.reason}" for f in failed))
@@ -411,6 +503,11 @@ def _threads(idles: Sequence[IdleResult], levels: Sequence[LevelResult | LevelFa
 
 
 def _layout(plan: Plan, binding: BindingInfo) -> str:
+    if plan.workers is not None:
+        return (f"one `gateway run` with {plan.workers} SIP workers behind a Kamailio front "
+                f"(`sip.workers: {plan.workers}`, `sip.front: kamailio`, each worker's "
+                f"`sip.max_calls` ceil(N/{plan.workers}) + {plan.worker_margin}"
+                + (", at most 3 on the wheel" if binding.kind == "wheel" else "") + ")")
     if plan.calls_per_gateway is None:
         return "all N calls in one gateway process"
     limit = " (what the wheel allows)" if binding.kind == "wheel" and \
@@ -422,13 +519,40 @@ def _layout(plan: Plan, binding: BindingInfo) -> str:
 def render_block(*, started: str, command: str, machine: dict[str, str], plan: Plan,
                  binding: BindingInfo, interpreter: str, idles: Sequence[IdleResult],
                  levels: Sequence[LevelResult | LevelFailure], tables: str) -> str:
-    """The generated part of the benchmarks document for ``binding``, markers included."""
+    """The generated part of the benchmarks document for ``binding`` (its front block when
+    ``plan.workers`` is set), markers included."""
+    label = block_label(binding, plan.workers)
+    front = plan.workers is not None
     facts = "\n".join(f"| {k} | {v} |" for k, v in machine.items())
     slots = f", {binding.call_slots} call slots per process" if binding.call_slots else ""
     passes = f"{plan.repeat} pass" + ("es" if plan.repeat != 1 else "")
-    return f"""{begin_marker(binding.label)}
+    heading = binding.title + (f", front mode ({plan.workers} workers behind Kamailio)"
+                               if front else "")
+    if front:
+        idle = (f"the idle front: the same `gateway run` with its {plan.workers} workers and "
+                "Kamailio")
+        sipp = "one SIPp calling the front's address"
+        above = "the same pass's idle front once"
+        summed = ("summed over every gateway process: the control process, each worker and "
+                  "whatever it forked, and every Kamailio process (the front's pid and all "
+                  "its children, found by walking `/proc/PID/task/*/children` from the "
+                  "control process)")
+        threads = ("Busiest threads of worker w1 during the window of run 1 (% of one core; "
+                   "`(main)` is the worker's asyncio loop, the other `python` thread is the "
+                   "SIP thread, `clock` runs the frame callbacks, `media` is pjmedia's RTP "
+                   "worker):")
+    else:
+        idle = "one idle gateway process"
+        sipp = "one SIPp per gateway process"
+        above = "the same pass's idle cost once per gateway process"
+        summed = "summed over the gateway processes"
+        threads = ("Busiest threads of gateway process 0 during the window of run 1 (% of one "
+                   "core; `(main)` is the asyncio loop, the other `python` thread is the SIP "
+                   "thread, `clock` runs the frame callbacks, `media` is pjmedia's RTP "
+                   "worker):")
+    return f"""{begin_marker(label)}
 
-### {binding.title}: last run {started}
+### {heading}: last run {started}
 
 | machine and binding | |
 |---|---|
@@ -436,16 +560,16 @@ def render_block(*, started: str, command: str, machine: dict[str, str], plan: P
 | binding as the gateway logged it | {binding.title}{slots} |
 
 Command (as root, from the repository root): `{interpreter} -m {command}`.
-{passes} over the levels; each pass first measures one idle gateway process
+{passes} over the levels; each pass first measures {idle}
 (no call, {plan.idle_window_s:g} s). Per level: one simulator process, {_layout(plan, binding)},
-one SIPp per gateway process, calls arriving at 20/s in total; a
+{sipp}, calls arriving at {plan.call_rate:g}/s in total; a
 {plan.window_s:g} s window starts {plan.settle_s:g} s after every call has its Realtime
 session. CPU is utime+stime from `/proc/PID/stat` (10 ms ticks), in % of one core; "per call"
-is all gateway processes together divided by the calls; "above idle" subtracts the same pass's
-idle cost once per gateway process; "of which other" is host busy time used by none of the
+is all gateway processes together divided by the calls; "above idle" subtracts {above};
+"of which other" is host busy time used by none of the
 measured processes (tcpdump, other work on the box; clamped at 0). RSS is `VmRSS`, PSS the
 `Pss` of `/proc/PID/smaps_rollup` (shared pages split between the processes mapping them),
-both at the end of the window and summed over the gateway processes. RTP is what the gateways
+both at the end of the window and {summed}. RTP is what the gateway
 sent to the callers (tcpdump on `lo`); jitter p99 is over the RFC 3550 running estimate after
 every packet of every stream. "playout dropped / underrun / caller dropped" sum the call
 records' `media.tx_frames_dropped`, `media.tx_underrun_frames` and `media.rx_dropped`; "gw log
@@ -453,17 +577,16 @@ warnings" counts WARNING/ERROR lines in the gateway logs.
 
 {tables}
 
-Busiest threads of gateway process 0 during the window of run 1 (% of one core; `(main)` is
-the asyncio loop, the other `python` thread is the SIP thread, `clock` runs the frame
-callbacks, `media` is pjmedia's RTP worker):
+{threads}
 
 {_threads(idles, levels)}
 
-{end_marker(binding.label)}"""
+{end_marker(label)}"""
 
 
 def update_doc(path: Path, block: str, label: str) -> None:
-    """Replace binding ``label``'s generated block of ``path`` with ``block``.
+    """Replace block ``label``'s generated block of ``path`` with ``block`` (``label`` from
+    :func:`block_label`: ``source``, ``wheel``, ``source, front``...).
 
     Other bindings' blocks and the hand-written text stay; a file without this binding's
     markers gets the block appended, a missing file is created.

@@ -194,6 +194,10 @@ class SipSettings:
     front: FrontMode = "auto"
     #: First loopback port of the workers (worker i listens on worker_port_start + i).
     worker_port_start: int = 5200
+    #: New INVITEs per second one source may send the front (Kamailio pike) before it is
+    #: dropped for a while; 0 turns the limit off. A trunk sends every call from one address,
+    #: so this is the trunk's call rate limit too.
+    front_invites_per_s: int = 50
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
                  if r.has("workers") and r.raw("workers") != "auto" else None),
         front=_mode(r, "front", "auto", ("auto", "kamailio", "none")),  # type: ignore[arg-type]
         worker_port_start=r.int("worker_port_start", 5200, min=1024, max=65000),
+        front_invites_per_s=r.int("front_invites_per_s", 50, min=0, max=100_000),
     )
     r.check("session_min_se_s", out.session_min_se_s <= out.session_expires_s,
             "must not exceed session_expires_s")

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.front.spec import FrontSpec, Listen, Registration, Worker
+from gateway.front.spec import FrontSpec, Listen, Pike, Registration, Worker
+
+#: pike's sampling period: the per-second limit is checked over this many seconds.
+_PIKE_UNIT_S = 2
 
 #: RTP ports per call (RTP and RTCP).
 _PORTS_PER_CALL = 2
@@ -89,4 +92,7 @@ def front_spec(settings: Settings, workers: tuple[WorkerSlot, ...], capacity: in
     return FrontSpec(
         listen=listen,
         workers=tuple(Worker(s.worker_id, "127.0.0.1", s.sip_port, capacity) for s in workers),
-        run_dir=run_dir, trunk_allow=sip.trunk_allow, registrations=regs)
+        run_dir=run_dir, trunk_allow=sip.trunk_allow, registrations=regs,
+        pike=(Pike(sampling_time_unit_s=_PIKE_UNIT_S,
+                   reqs_density_per_unit=sip.front_invites_per_s * _PIKE_UNIT_S)
+              if sip.front_invites_per_s else None))

@@ -180,8 +180,9 @@ class RequestGuards:
             return 0
 
     def _refuse_if_full(self, rdata: Any) -> int:
-        # One slot must stay free for pjsua to hand us the INVITE we refuse with a record.
-        if int(self._lib.pjsua_call_get_count()) < self._slots - 1:
+        # While any slot is free pjsua hands the INVITE to us, and the call manager refuses it
+        # with a record; only with none left would pjsua answer 486 itself.
+        if int(self._lib.pjsua_call_get_count()) < self._slots:
             return 0
         self._lib.pjsip_endpt_respond_stateless(self._endpt, rdata, 503, None,
                                                 ctypes.byref(self._retry_after), None)

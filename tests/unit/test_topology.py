@@ -75,3 +75,11 @@ def test_front_source_header_is_parsed(value: str, expected: FrontSource) -> Non
                                    "10.0.0.1;port=70000", "10.0.0.1;proto=sctp"])
 def test_a_malformed_front_source_header_is_not_trusted(value: str) -> None:
     assert front_source(value) is None
+
+
+def test_the_front_rate_limit_follows_the_setting(tmp_path: Path) -> None:
+    settings = sip(workers=2, front_invites_per_s=30)
+    spec = front_spec(settings, plan(settings, cpus=2).workers, 3, tmp_path)
+    assert spec.pike is not None and spec.pike.reqs_density_per_unit == 60
+    off = sip(workers=2, front_invites_per_s=0)
+    assert front_spec(off, plan(off, cpus=2).workers, 3, tmp_path).pike is None
