@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gateway.realtime.retry import capped_backoff, check_backoff
+
 __all__ = ["RestartDecision", "RestartPolicy", "RestartTracker"]
 
 
@@ -49,16 +51,9 @@ class RestartPolicy:
                 raise ValueError(f"{name} must be a number")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number")
-        if self.initial_delay_s < 0:
-            raise ValueError("initial_delay_s must be >= 0")
-        if self.max_delay_s < self.initial_delay_s:
-            raise ValueError("max_delay_s must be >= initial_delay_s")
-        if self.multiplier < 1:
-            raise ValueError("multiplier must be >= 1")
+        check_backoff(self.initial_delay_s, self.max_delay_s, self.multiplier, self.jitter)
         if self.stable_after_s < 0:
             raise ValueError("stable_after_s must be >= 0")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be between 0 and 1")
 
     def backoff(self, streak: int) -> float:
         """The wait after the ``streak``-th quick failure in a row, before jitter.
@@ -71,11 +66,7 @@ class RestartPolicy:
         """
         if streak < 1:
             raise ValueError("streak is 1-based")
-        try:
-            raw = self.initial_delay_s * self.multiplier ** (streak - 1)
-        except OverflowError:  # a long crash loop: the cap was reached long ago
-            return self.max_delay_s
-        return min(raw, self.max_delay_s)
+        return capped_backoff(self.initial_delay_s, self.multiplier, self.max_delay_s, streak)
 
     def delay(self, streak: int, rand: float) -> float:
         """The wait after the ``streak``-th quick failure, jitter applied.

@@ -52,18 +52,7 @@ class RetryPolicy:
             raise ValueError("max_attempts must be an int")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        for name in ("initial_delay_s", "max_delay_s", "multiplier", "jitter"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number")
-        if self.initial_delay_s < 0:
-            raise ValueError("initial_delay_s must be >= 0")
-        if self.max_delay_s < self.initial_delay_s:
-            raise ValueError("max_delay_s must be >= initial_delay_s")
-        if self.multiplier < 1:
-            raise ValueError("multiplier must be >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be between 0 and 1")
+        check_backoff(self.initial_delay_s, self.max_delay_s, self.multiplier, self.jitter)
 
     def backoff(self, attempt: int) -> float:
         """The wait after failed attempt ``attempt`` before jitter, capped at ``max_delay_s``.
@@ -76,11 +65,7 @@ class RetryPolicy:
         """
         if attempt < 1:
             raise ValueError("attempt is 1-based")
-        try:
-            raw = self.initial_delay_s * self.multiplier ** (attempt - 1)
-        except OverflowError:
-            return self.max_delay_s
-        return min(raw, self.max_delay_s)
+        return capped_backoff(self.initial_delay_s, self.multiplier, self.max_delay_s, attempt)
 
     def longest_wait_s(self) -> float:
         """The most all waits between ``max_attempts`` attempts can add up to (no jitter)."""
@@ -132,3 +117,35 @@ def is_retryable_status(http_status: int) -> bool:
         http_status: Status of the HTTP response to the upgrade request.
     """
     return http_status in (408, 429) or 500 <= http_status <= 599
+
+
+def check_backoff(initial_delay_s: float, max_delay_s: float, multiplier: float,
+                  jitter: float) -> None:
+    """Refuse an exponential backoff that cannot work (shared by every backoff policy).
+
+    Raises:
+        ValueError: A value is not finite or out of range.
+    """
+    values = {"initial_delay_s": initial_delay_s, "max_delay_s": max_delay_s,
+              "multiplier": multiplier, "jitter": jitter}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number")
+    if initial_delay_s < 0:
+        raise ValueError("initial_delay_s must be >= 0")
+    if max_delay_s < initial_delay_s:
+        raise ValueError("max_delay_s must be >= initial_delay_s")
+    if multiplier < 1:
+        raise ValueError("multiplier must be >= 1")
+    if not 0 <= jitter <= 1:
+        raise ValueError("jitter must be between 0 and 1")
+
+
+def capped_backoff(initial_delay_s: float, multiplier: float, max_delay_s: float,
+                   n: int) -> float:
+    """``initial * multiplier ** (n - 1)``, capped at ``max_delay_s`` (``n`` is 1-based)."""
+    try:
+        raw = initial_delay_s * multiplier ** (n - 1)
+    except OverflowError:  # a long failure streak: the cap was reached long ago
+        return max_delay_s
+    return min(raw, max_delay_s)
