@@ -620,7 +620,8 @@ class ToolRunner:
         return await self._tool(message, f"tool {tool_name}", timeout_s)
 
     async def call_tool(
-        self, spec: PythonTool | SdkTool, arguments_json: str, *, call_id: str = ""
+        self, spec: PythonTool | SdkTool, arguments_json: str, *, call_id: str = "",
+        leg_id: int | None = None,
     ) -> ToolOutcome:
         """Run a dialplan tool for a function call from the model.
 
@@ -631,6 +632,7 @@ class ToolRunner:
             spec: The tool.
             arguments_json: The model's ``arguments``.
             call_id: The Realtime ``call_id``.
+            leg_id: The gateway call it is for (a pool in this process does not need it).
 
         Returns:
             The outcome; failures never raise.
@@ -662,6 +664,7 @@ class ToolRunner:
         timeout_s: float = DEFAULT_GUARDRAIL_TIMEOUT_S,
         *,
         name: str | None = None,
+        leg_id: int | None = None,
     ) -> GuardrailOutcome:
         """Run a Python guardrail ``fn(text) -> bool | str | dict`` in a worker.
 
@@ -674,6 +677,7 @@ class ToolRunner:
             text: The agent's transcript so far.
             timeout_s: Longest the check may run.
             name: Guardrail name for messages (default: ``path``).
+            leg_id: The gateway call it is for (a pool in this process does not need it).
 
         Returns:
             The outcome; failures never raise.
@@ -688,6 +692,8 @@ class ToolRunner:
         guardrail_name: str,
         text: str,
         timeout_s: float = DEFAULT_GUARDRAIL_TIMEOUT_S,
+        *,
+        leg_id: int | None = None,
     ) -> GuardrailOutcome:
         """Run an Agents SDK ``OutputGuardrail`` of a ``RealtimeAgent`` on ``text``.
 

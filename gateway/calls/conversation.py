@@ -29,7 +29,8 @@ from typing import Any, Protocol
 from gateway.agents import builtins, dtmf, guardrails, handoffs
 from gateway.agents.arguments import ToolArgumentError, parse_arguments
 from gateway.agents.http_tool import HttpToolClient
-from gateway.agents.runner import ToolOutcome, ToolRunner
+from gateway.agents.runner import ToolOutcome
+from gateway.agents.service import ToolService
 from gateway.agents.spec import BuiltinTool, GuardrailSpec, HttpTool, ToolSpec
 from gateway.dialplan.router import RouteDecision
 from gateway.dialplan.schema import AgentSpec
@@ -115,7 +116,7 @@ class CallControl(Protocol):
 class AgentServices:
     """Process-wide services agents use (owned by the app)."""
 
-    runner: ToolRunner | None = None
+    runner: ToolService | None = None
     http: HttpToolClient | None = None
 
 
@@ -133,12 +134,13 @@ class CallAgent:
     """The acting side of one call's agent (see the module docstring)."""
 
     def __init__(self, decision: RouteDecision, control: CallControl, services: AgentServices,
-                 *, name: str, log_content: bool = False) -> None:
+                 *, name: str, log_content: bool = False, leg_id: int | None = None) -> None:
         assert decision.agent is not None
         self.decision = decision
         self.control = control
         self.services = services
         self.name = name
+        self.leg_id = leg_id
         self.log_content = log_content
         self.agent: AgentSpec = decision.agent
         self.activity = ActivityLog()
@@ -365,7 +367,8 @@ class CallAgent:
         else:
             if self.services.runner is None:
                 return ToolOutcome.failure("tool workers are not running"), True
-            outcome = await self.services.runner.call_tool(spec, arguments, call_id=call_id)
+            outcome = await self.services.runner.call_tool(spec, arguments, call_id=call_id,
+                                                           leg_id=self.leg_id)
         if not outcome.ok:
             # The error can quote the exception, the arguments or an HTTP body: call content.
             log.warning("%s: tool %s failed%s", self.name, spec.name,
@@ -465,10 +468,12 @@ class CallAgent:
             return
         if spec.sdk_agent_path is not None:
             outcome = await runner.run_sdk_guardrail(
-                spec.sdk_agent_path, spec.sdk_agent_name or "", spec.name, check.text)
+                spec.sdk_agent_path, spec.sdk_agent_name or "", spec.name, check.text,
+                leg_id=self.leg_id)
         else:
             assert spec.python is not None
-            outcome = await runner.run_python_guardrail(spec.python, check.text, name=spec.name)
+            outcome = await runner.run_python_guardrail(spec.python, check.text, name=spec.name,
+                                                        leg_id=self.leg_id)
         if not outcome.ok:
             log.warning("%s: guardrail %s did not run%s", self.name, spec.name,
                         f": {outcome.error}" if self.log_content else "")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.calls.conversation import AgentServices
+from gateway.calls.conversation import AgentServices, TransferResult, say_exactly
 from gateway.calls.session import (
     CallRecord,
     CallSession,
@@ -313,6 +313,25 @@ class CallManager:
         if session is None:
             return False
         session.end_call(reason)
+        return True
+
+    async def transfer_call(self, leg_id: int, uri: str,
+                            timeout_s: float = 30.0) -> TransferResult | None:
+        """Blind-transfer one call by REFER (``None`` if it is not live); BYE once it took."""
+        session = self._sessions.get(leg_id)
+        if session is None:
+            return None
+        result = await session.transfer(uri, timeout_s)
+        if result.ok:
+            session.end_call("transferred by the operator")
+        return result
+
+    async def say(self, leg_id: int, text: str) -> bool:
+        """Have one call's agent say ``text`` word for word next; False if it is not live."""
+        session = self._sessions.get(leg_id)
+        if session is None:
+            return False
+        await session.actor.request_response(say_exactly(text))
         return True
 
     async def close(self, timeout_s: float = 10.0) -> None:

@@ -180,7 +180,8 @@ class CallSession:
         self._session_update_id: str | None = None
         self._barge_in_enabled = _interrupt_response(self.agent.turn_detection)
         self.actor = CallAgent(decision, self, services or AgentServices(),
-                               name=f"call:{offer.leg_id}", log_content=settings.log_content)
+                               name=f"call:{offer.leg_id}", log_content=settings.log_content,
+                               leg_id=offer.leg_id)
         self.context = ConversationContext(f"gw{offer.leg_id}i")
         self._continuity = settings.continuity
         self._fallback = decision.route.fallback or self.agent.fallback

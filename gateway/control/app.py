@@ -15,8 +15,13 @@ calls away from it until it answers again.
 SIGTERM or SIGINT drains: ``/readyz`` says 503, the front stops dispatching to every worker,
 the workers answer new INVITEs and OPTIONS with 503, live calls go on for up to
 ``control.drain_timeout_s``, then get BYE; the process exits when every worker has. A second
-signal stops at once. SIGHUP validates the dialplan once and, only when it is good, has every
-worker reload it; a bad file is refused everywhere and the old plan stays.
+signal stops at once. SIGHUP validates the dialplan once (in a thread) and, only when it is
+good, pushes the finished plan to every worker (:class:`PlanPublisher`); a bad file is refused
+everywhere and the old plan stays.
+
+The control process is the only SIP-side process that imports the dialplan's Python code: it
+runs the one tool worker pool (:class:`~gateway.agents.pool.ToolWorkers`) that serves every
+worker's tool and guardrail requests (:class:`ToolBroker`).
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from gateway.agents.pool import ToolWorkers
 from gateway.config import Settings
 from gateway.control.directory import CallDirectory
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
+from gateway.control.plans import PlanPublisher
 from gateway.control.readiness import Readiness
 from gateway.control.supervisor import (
     FromWorker,
@@ -49,10 +56,12 @@ from gateway.control.supervisor import (
     WorkerUp,
     ipc_socket_path,
 )
+from gateway.control.tools import ToolBroker
 from gateway.control.topology import Plan, WorkerSlot, front_spec
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import GatewayError
 from gateway.front.kamailio import KamailioFront
+from gateway.ipc.messages import ToolRequest
 from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.control")
@@ -84,12 +93,13 @@ def _sweep_stale_run_dirs() -> None:
 
 
 def worker_spec(settings: Settings, slot: WorkerSlot, ipc: Path, realtime_url: str,
-                log_path: Path | None = None) -> WorkerSpec:
+                plan_file: Path, log_path: Path | None = None) -> WorkerSpec:
     """How to start the worker of ``slot`` (``gateway worker ...`` with this interpreter)."""
     argv = [sys.executable, "-m", "gateway", "worker"]
     if settings.source != "<defaults>":
         argv += ["-c", settings.source]
-    argv += ["--id", slot.worker_id, "--ipc", str(ipc), "--sip-port", str(slot.sip_port),
+    argv += ["--id", slot.worker_id, "--ipc", str(ipc), "--plan", str(plan_file),
+             "--sip-port", str(slot.sip_port),
              "--rtp-port-start", str(slot.rtp_port_start),
              "--rtp-port-range", str(slot.rtp_port_range), "--realtime-url", realtime_url,
              "--front-address", "127.0.0.1"]
@@ -116,6 +126,11 @@ async def run_control(settings: Settings, plan: Plan, *,
     (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, run_dir, True)
+        plans = PlanPublisher(store, run_dir / "dialplan.json")
+        plans.write()
+        pool = ToolWorkers(settings.calls.tool_workers)
+        stack.push_async_callback(pool.close)
+        await pool.ensure(store.current)
         http = await start_http(build_app(state), settings.control.host,
                                 settings.control.port)
         stack.push_async_callback(stop_http, http)
@@ -124,12 +139,14 @@ async def run_control(settings: Settings, plan: Plan, *,
             url = await stack.enter_async_context(embedded_simulator(settings))
         ipc = ipc_socket_path(run_dir / "ipc")
         (run_dir / "ipc").mkdir(mode=0o700)
-        specs = [worker_spec(settings, slot, ipc, url) for slot in plan.workers]
+        specs = [worker_spec(settings, slot, ipc, url, plans.path) for slot in plan.workers]
         digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:32]
         supervisor = Supervisor(specs, run_dir=run_dir / "ipc", settings_digest=digest)
         await supervisor.start()
         stack.push_async_callback(supervisor.stop, FAST_STOP_GRACE_S)
-        events = asyncio.create_task(_consume(supervisor, directory, metrics),
+        broker = ToolBroker(pool, supervisor.send)
+        stack.push_async_callback(broker.close)
+        events = asyncio.create_task(_consume(supervisor, directory, metrics, broker, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
         try:
@@ -145,7 +162,9 @@ async def run_control(settings: Settings, plan: Plan, *,
             await front.start()
             stack.push_async_callback(front.stop)
         loop = asyncio.get_running_loop()
-        _install_signals(loop, stop, fast, store, supervisor)
+        reloads = _Reloads(plans, supervisor, pool)
+        stack.push_async_callback(reloads.close)
+        _install_signals(loop, stop, fast, reloads)
         stack.callback(_remove_signals, loop)
         readiness.ready()
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in settings.sip.transports)
@@ -190,13 +209,18 @@ async def _drain(settings: Settings, supervisor: Supervisor, front: KamailioFron
     log.info("drained: every worker has exited")
 
 
-async def _consume(supervisor: Supervisor, directory: CallDirectory,
-                   metrics: ControlMetrics) -> None:
+async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: ControlMetrics,
+                   broker: ToolBroker, plans: PlanPublisher) -> None:
     async for event in supervisor.events():
         if isinstance(event, WorkerUp):
             directory.worker_up(event.hello)
             log.info("worker %s up (pid %d): %s, %d calls", event.worker_id, event.pid,
                      event.hello.binding, event.hello.capacity)
+            # It read the plan file at start; a reload may have come since.
+            with contextlib.suppress(GatewayError):
+                await supervisor.send(event.worker_id, plans.message)
+        elif isinstance(event, FromWorker) and isinstance(event.message, ToolRequest):
+            broker.submit(event.worker_id, event.message)
         elif isinstance(event, FromWorker):
             for ended in directory.on_message(event.worker_id, event.message):
                 log.debug("call %s ended: %s", ended.get("call_id"), ended.get("end_reason"))
@@ -214,31 +238,56 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.wait((task,))
 
 
+class _Reloads:
+    """SIGHUP: reload and push the dialplan, one reload at a time (a signal meanwhile: again)."""
+
+    def __init__(self, plans: PlanPublisher, supervisor: Supervisor, pool: ToolWorkers) -> None:
+        self._plans = plans
+        self._supervisor = supervisor
+        self._pool = pool
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self._task is not None:
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name="control:reload")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._again = False
+                try:
+                    message = await self._plans.reload()
+                    if message is not None:
+                        sent = await self._supervisor.broadcast(message)
+                        log.info("dialplan %s is valid (generation %d): pushed to %d "
+                                 "worker(s)", message.path, message.version, len(sent))
+                        self._pool.ensure_soon(lambda: self._plans.store.current)
+                except (OSError, GatewayError) as exc:  # e.g. a plan over the frame limit
+                    log.error("dialplan reload not pushed to the workers: %s", exc)
+                if not self._again:
+                    return
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait((self._task,))
+
+
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, fast: asyncio.Event,
-                     store: DialplanStore, supervisor: Supervisor) -> None:
+                     reloads: _Reloads) -> None:
     def terminate() -> None:
         if stop.is_set():
             fast.set()
         stop.set()
 
-    def reload() -> None:
-        errors = store.reload()
-        if errors is not None:
-            for err in errors.errors:
-                log.error("dialplan reload refused by every worker, keeping the old one: %s",
-                          err)
-            return
-        log.info("dialplan %s is valid (generation %d): reloading every worker", store.path,
-                 store.generation)
-        for worker_id in supervisor.worker_ids:
-            pid = supervisor.info(worker_id).pid
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, terminate)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGHUP, reloads.request)
 
 
 def _remove_signals(loop: asyncio.AbstractEventLoop) -> None:

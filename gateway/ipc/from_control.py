@@ -10,7 +10,6 @@ in its metadata; the codec, the rules between fields and the union are in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -30,18 +29,18 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Reload:
-    """Switch to a validated dialplan: the main file's text and that of every include.
+    """Switch to a dialplan the control process loaded and validated.
 
-    ``includes`` maps each included file's path to its text as the control process read and
-    validated it, so every worker runs exactly that plan whatever is on disk now.
+    ``plan`` is the finished plan as :func:`gateway.dialplan.wire.encode_plan` text, so a
+    worker runs exactly that plan, whatever is on disk now, without importing user code;
+    ``path`` names the dialplan file in logs.
     """
 
     type: ClassVar[str] = "reload"
     version: int = field(metadata=c.meta(c.integer(1, 2**53 - 1)))
     path: str = field(metadata=c.meta(c.PATH))
-    source: str = field(metadata=c.meta(c.text(c.MAX_TEXT_CHARS)))
-    includes: Mapping[str, str] = field(
-        default_factory=dict, metadata=c.meta(c.text_map(64, 4096, c.MAX_TEXT_CHARS)))
+    plan: str = field(metadata=c.meta(c.pattern(r"[A-Za-z0-9+/]+={0,2}", "base64 text",
+                                                c.MAX_TEXT_CHARS)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 #: Version of this protocol; both ends must speak the same one.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 
 class IpcError(GatewayError):

@@ -5,8 +5,13 @@ The worker connects to the control process's Unix socket (:mod:`gateway.ipc`), s
 (``call_offered``, ``call_started``, ``call_ended`` with the record) as the call manager sees
 it, and its load every :data:`LOAD_INTERVAL_S` and on every change. From the control process it
 takes ``drain`` (refuse new calls with 503, let live ones finish, then exit), ``shutdown``
-(end every call now and exit), ``hangup`` (end one call) and answers commands with
-``command_result``.
+(end every call now and exit), ``reload`` (a newer finished dialplan,
+:class:`~gateway.worker.plan.PushedPlan`), ``tool_result`` (answers to the worker's tool
+requests, :class:`~gateway.worker.tools.RemoteTools`) and the commands on one call:
+``hangup``, ``transfer`` (REFER, then BYE once it took) and ``say`` (the agent says a line
+word for word next), each answered by one ``command_result``. Commands run in tasks of their
+own (a transfer waits up to 30 s for its NOTIFY), at most :data:`MAX_COMMANDS` at once; more
+are answered at once with an error.
 
 Overflow: lifecycle messages wait for room (the channel applies backpressure, and the manager's
 callbacks hand them to a named sender task through a bounded queue that never drops them: when
@@ -22,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, assert_never
 
 from gateway.calls.manager import CallManager
 from gateway.calls.session import CallRecord
@@ -31,6 +36,8 @@ from gateway.ipc.channel import ChannelClosed, WorkerChannel
 from gateway.sip.events import IncomingCall
 from gateway.sip.message import uri_user
 from gateway.sip.ua import SipUserAgent
+from gateway.worker.plan import PushedPlan
+from gateway.worker.tools import RemoteTools
 
 log = logging.getLogger("gateway.worker")
 
@@ -38,6 +45,10 @@ log = logging.getLogger("gateway.worker")
 LOAD_INTERVAL_S: Final = 1.0
 #: Lifecycle messages waiting for the channel (one call makes three).
 _QUEUE_SIZE: Final = 4096
+#: Commands (hangup, transfer, say) running at once.
+MAX_COMMANDS: Final = 256
+#: How long a transfer commanded by the control process waits for its final NOTIFY.
+TRANSFER_TIMEOUT_S: Final = 30.0
 
 
 class WorkerLink:
@@ -49,12 +60,18 @@ class WorkerLink:
         on_drain: Called once when the control process says ``drain`` (with its deadline) or
             the channel ends.
         on_shutdown: Called when the control process says ``shutdown``.
+        plans: The worker's dialplan, switched by ``reload``.
     """
 
     def __init__(self, worker_id: str, channel: WorkerChannel, *,
-                 on_drain: Callable[[float], None], on_shutdown: Callable[[], None]) -> None:
+                 on_drain: Callable[[float], None], on_shutdown: Callable[[], None],
+                 plans: PushedPlan | None = None) -> None:
         self.worker_id = worker_id
         self.channel = channel
+        self.plans = plans
+        #: This worker's tools and guardrails, run by the control process's pool.
+        self.tools = RemoteTools(self._tool_call_id, channel)
+        self._commands: set[asyncio.Task[None]] = set()
         self._on_drain = on_drain
         self._on_shutdown = on_shutdown
         self._queue: asyncio.Queue[m.WorkerMessage] = asyncio.Queue(_QUEUE_SIZE)
@@ -87,11 +104,16 @@ class WorkerLink:
         """Send what is queued (bounded), then stop the tasks and close the channel."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._queue.join(), 2.0)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._commands]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks)
+        self.tools.close("the worker is stopping")
         await self.channel.close()
+
+    def _tool_call_id(self, leg_id: int | None) -> str:
+        return self.worker_id if leg_id is None else self.call_id(leg_id)
 
     # CallObserver (loop thread) ------------------------------------------------------------
 
@@ -153,29 +175,76 @@ class WorkerLink:
                 await self._command(msg)
         except ChannelClosed:
             pass
+        self.tools.close(self.channel.reason or "closed")
         if not self.draining:
             log.error("control process link lost (%s): draining",
                       self.channel.reason or "closed")
             self._drain(0.0)
 
     async def _command(self, msg: m.ControlMessage) -> None:
-        if isinstance(msg, m.Drain):
+        if isinstance(msg, m.ToolResult):
+            self.tools.resolve(msg)
+        elif isinstance(msg, m.Reload):
+            if self.plans is None:
+                log.warning("reload ignored: this worker has no pushed dialplan")
+            else:
+                self.plans.switch(msg)
+        elif isinstance(msg, m.Drain):
             self._drain(msg.deadline_s)
         elif isinstance(msg, m.Shutdown):
             log.info("control process: shutdown")
             self._on_shutdown()
-        elif isinstance(msg, m.Hangup):
-            ok = self._hangup(msg.call_id, msg.reason)
-            await self.channel.send(m.CommandResult(
-                msg.request_id, ok, None if ok else "no such live call on this worker"))
-        elif isinstance(msg, (m.Transfer, m.Say)):
-            await self.channel.send(m.CommandResult(
-                msg.request_id, False, f"{msg.type} is not supported by this worker yet"))
+        elif isinstance(msg, (m.Hangup, m.Transfer, m.Say)):
+            self._start_command(msg)
         elif isinstance(msg, m.Welcome):
             log.info("control process accepted worker %s (protocol %d)", self.worker_id,
                      msg.protocol)
         else:
-            log.debug("ignored %s from the control process", msg.type)
+            assert_never(msg)
+
+    def _start_command(self, msg: m.Hangup | m.Transfer | m.Say) -> None:
+        if len(self._commands) >= MAX_COMMANDS:
+            work = self._answer(msg.request_id, f"busy: {MAX_COMMANDS} commands running")
+        else:
+            work = self._run_command(msg)
+        task = asyncio.create_task(work, name=f"worker:{self.worker_id}:{msg.type}:"
+                                              f"{msg.request_id}")
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _run_command(self, msg: m.Hangup | m.Transfer | m.Say) -> None:
+        leg_id = self._leg_id(msg.call_id)
+        manager = self._manager
+        error: str | None = "no such live call on this worker"
+        if leg_id is not None and manager is not None:
+            try:
+                error = await self._on_call(manager, leg_id, msg)
+            except Exception as exc:  # the call's state changed under the command
+                log.warning("%s on call %s failed: %s", msg.type, msg.call_id,
+                            type(exc).__name__)
+                error = f"{msg.type} failed: {type(exc).__name__}"
+        await self._answer(msg.request_id, error)
+
+    @staticmethod
+    async def _on_call(manager: CallManager, leg_id: int,
+                       msg: m.Hangup | m.Transfer | m.Say) -> str | None:
+        """Run one command on a call; the error, or ``None`` when it worked."""
+        error: str | None = "no such live call on this worker"
+        if isinstance(msg, m.Hangup):
+            if manager.end_call(leg_id, msg.reason or "ended by the operator"):
+                error = None
+        elif isinstance(msg, m.Transfer):
+            result = await manager.transfer_call(leg_id, msg.target, TRANSFER_TIMEOUT_S)
+            if result is not None:
+                error = None if result.ok else \
+                    f"transfer failed: {result.status} {result.reason}"[:512]
+        elif await manager.say(leg_id, msg.text):
+            error = None
+        return error
+
+    async def _answer(self, request_id: int, error: str | None) -> None:
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(m.CommandResult(request_id, error is None, error))
 
     def _drain(self, deadline_s: float) -> None:
         if self.draining:
@@ -186,12 +255,11 @@ class WorkerLink:
         self._send_load()
         self._on_drain(deadline_s)
 
-    def _hangup(self, call_id: str, reason: str) -> bool:
+    def _leg_id(self, call_id: str) -> int | None:
         prefix = f"{self.worker_id}:"
-        if self._manager is None or not call_id.startswith(prefix):
-            return False
+        if not call_id.startswith(prefix):
+            return None
         try:
-            leg_id = int(call_id[len(prefix):])
+            return int(call_id[len(prefix):])
         except ValueError:
-            return False
-        return self._manager.end_call(leg_id, reason or "ended by the operator")
+            return None

@@ -1,6 +1,9 @@
 """``gateway worker``: one SIP worker process, started and supervised by the control process.
 
-It runs today's call path (:func:`gateway.app.run_gateway`) with the settings of its slot:
+It runs today's call path (:func:`gateway.app.run_gateway`) with the settings of its slot and
+the finished dialplan the control process wrote (``--plan``; later plans come as ``reload``
+messages), so it never imports the dialplan's Python code; its Python tools and guardrails run
+in the control process's pool (:class:`~gateway.worker.tools.RemoteTools`). Settings of its slot:
 one UDP transport on a loopback port of its own, its own RTP port range, the Realtime URL the
 control process gives (the embedded simulator runs there, once), no registrations (the front
 registers), and trust in the front's ``X-Gateway-Source`` header for the caller's real
@@ -25,6 +28,7 @@ from gateway.config import Secret, Settings, TransportSettings
 from gateway.ipc.unix import connect_unix
 from gateway.sip.ua import FrontTrust, SipUserAgent
 from gateway.worker.link import WorkerLink
+from gateway.worker.plan import PushedPlan
 
 log = logging.getLogger("gateway.worker")
 
@@ -32,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's command line (``gateway worker --help``)."""
     parser.add_argument("--id", required=True, help="worker id the control process gave")
     parser.add_argument("--ipc", required=True, help="control process's Unix socket")
+    parser.add_argument("--plan", required=True,
+                        help="the dialplan the control process validated (its plan file)")
     parser.add_argument("--sip-port", type=int, required=True, help="loopback UDP SIP port")
     parser.add_argument("--rtp-port-start", type=int, required=True)
     parser.add_argument("--rtp-port-range", type=int, required=True)
@@ -68,8 +74,9 @@ async def run_worker(settings: Settings, args: argparse.Namespace,
         drain_task = asyncio.create_task(_finish_drain(manager_ref, deadline_s, stop),
                                          name=f"worker:{args.id}:drain")
 
+    plans = PushedPlan.from_file(args.plan)  # ConfigErrors: not started by a control process
     channel = await connect_unix(args.ipc, name=f"worker:{args.id}")
-    link = WorkerLink(args.id, channel, on_drain=on_drain, on_shutdown=stop.set)
+    link = WorkerLink(args.id, channel, on_drain=on_drain, on_shutdown=stop.set, plans=plans)
 
     async def started(ua: SipUserAgent, manager: CallManager) -> None:
         manager_ref.append(manager)
@@ -78,7 +85,8 @@ async def run_worker(settings: Settings, args: argparse.Namespace,
     front = (FrontTrust(frozenset(args.front_address)) if args.front_address else None)
     try:
         await run_gateway(worker_settings(settings, args), env=env or dict(os.environ),
-                          stop=stop, front=front, started=started,
+                          stop=stop, front=front, started=started, plans=plans,
+                          tools=link.tools,
                           ready_message=f"worker {args.id} ready")
     finally:
         if drain_task is not None:

@@ -27,6 +27,7 @@ from gateway.control.metrics import ControlMetrics
 from gateway.control.outcomes import OUTCOMES, outcome_of
 from gateway.control.readiness import Readiness, ReadinessError
 from gateway.ipc.messages import (
+    PROTOCOL_VERSION,
     CallEnded,
     CallEvent,
     CallEventKind,
@@ -55,7 +56,8 @@ class Clock:
 
 
 def hello(worker_id: str, capacity: int = 3, pid: int = 4242) -> Hello:
-    return Hello(worker_id=worker_id, pid=pid, protocol=1, binding="pjproject 2.15.1 (test)",
+    return Hello(worker_id=worker_id, pid=pid, protocol=PROTOCOL_VERSION,
+                 binding="pjproject 2.15.1 (test)",
                  capacity=capacity, sip_host="127.0.0.1", sip_port=5070)
 
 

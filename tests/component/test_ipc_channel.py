@@ -28,6 +28,7 @@ from gateway.ipc.channel import (
 )
 from gateway.ipc.framing import FrameError
 from gateway.ipc.messages import (
+    PROTOCOL_VERSION,
     CallEnded,
     CallEvent,
     CallOffered,
@@ -49,7 +50,8 @@ pytestmark = pytest.mark.component
 
 T = TypeVar("T")
 
-HELLO = Hello(worker_id="w1", pid=os.getpid(), protocol=1, binding="test", capacity=3,
+HELLO = Hello(worker_id="w1", pid=os.getpid(), protocol=PROTOCOL_VERSION,
+              binding="test", capacity=3,
               sip_host="127.0.0.1", sip_port=5071)
 
 
@@ -282,7 +284,7 @@ GARBAGE = [
     ("not an object", _frame(b"[1]"),
      "protocol error from peer: frame is a JSON array, not an object"),
     ("unknown type", _frame(b'{"type":"dial"}'),
-     "protocol error from peer: IPC message: unknown message type 'dial' (protocol version 1)"),
+     "protocol error from peer: IPC message: unknown message type 'dial' (protocol version 2)"),
     ("missing field", _frame(b'{"type":"hello"}'),
      "protocol error from peer: IPC message 'hello': field 'worker_id' is missing"),
     ("wrong direction", _frame(json.dumps(encode(Welcome(1, "ab"))).encode()),

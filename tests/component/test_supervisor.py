@@ -34,6 +34,7 @@ from gateway.control.supervisor import (
 )
 from gateway.ipc.channel import ChannelClosed
 from gateway.ipc.messages import (
+    PROTOCOL_VERSION,
     CallEnded,
     CommandResult,
     Hangup,
@@ -420,14 +421,14 @@ async def test_forged_hellos_are_refused_and_leave_the_worker_alone(
                         assert not isinstance(reply, Welcome)
 
         def hello(worker_id: str, pid: int) -> Hello:
-            return Hello(worker_id=worker_id, pid=pid, protocol=1, binding="forged",
+            return Hello(worker_id=worker_id, pid=pid, protocol=PROTOCOL_VERSION, binding="forged",
                          capacity=1, sip_host="127.0.0.1", sip_port=5999)
 
         await refused(hello("w2", os.getpid()))
         assert not supervisor.info("w2").connected
         w2 = supervisor.info("w2").pid
         assert w2 is not None
-        await refused(replace(hello("w2", w2), protocol=2))
+        await refused(replace(hello("w2", w2), protocol=PROTOCOL_VERSION + 1))
         await refused(hello("w9", real))
         await refused(hello("w1", real))
         await refused(Load(active=0, capacity=1))
@@ -436,8 +437,9 @@ async def test_forged_hellos_are_refused_and_leave_the_worker_alone(
         reasons = [r.getMessage().split(": ", 2)[-1] for r in caplog.records
                    if "refused an IPC connection" in r.getMessage()]
         assert reasons == ["pid is not that of the process started for this worker",
-                           "IPC message 'hello': field 'protocol' version 2 is not supported "
-                           "(this side speaks 1)", "no such worker",
+                           "IPC message 'hello': field 'protocol' version "
+                           f"{PROTOCOL_VERSION + 1} is not "
+                           f"supported (this side speaks {PROTOCOL_VERSION})", "no such worker",
                            "this worker is already connected",
                            "first message was 'load', not 'hello'",
                            "no first message within 3 s"]

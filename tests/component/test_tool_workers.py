@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.agents.pool import ToolWorkers
 from gateway.agents.runner import ToolRunner
 from gateway.agents.spec import PythonTool
-from gateway.app import ToolWorkers
 from gateway.calls.conversation import AgentServices
 from gateway.dialplan import load_dialplan
 from gateway.dialplan.pyimport import use_search_path
@@ -80,7 +80,9 @@ async def _until(check: Callable[[], bool], timeout_s: float) -> None:
 
 
 def _runner(services: AgentServices) -> ToolRunner | None:
-    return services.runner
+    runner = services.runner
+    assert runner is None or isinstance(runner, ToolRunner)
+    return runner
 
 
 async def test_a_failed_worker_start_is_logged_and_retried_until_it_works(
@@ -92,7 +94,10 @@ async def test_a_failed_worker_start_is_logged_and_retried_until_it_works(
     plan = load_dialplan(dialplan)  # python_path defaults to the dialplan's directory
     python = tmp_path / "bin" / "python"  # not there yet: every start fails
     services = AgentServices()
-    workers = ToolWorkers(1, services, python=str(python), retry_s=(0.05, 0.1))
+    def publish(runner: ToolRunner | None) -> None:
+        services.runner = runner
+
+    workers = ToolWorkers(1, publish, python=str(python), retry_s=(0.05, 0.1))
     caplog.set_level(logging.ERROR, logger="gateway")
     try:
         workers.ensure_soon(lambda: plan)

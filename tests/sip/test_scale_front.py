@@ -226,10 +226,10 @@ async def test_sighup_reloads_every_worker_and_a_bad_plan_reaches_none(tmp_path:
             run_gateway(tmp_path, sim, GREETING_AGENT, sip=_front_config(workers=2)) as gw:
         gw.dialplan_path.write_text(CLOSED_NINES)
         gw.signal(signal.SIGHUP)
-        await gw.wait_log("reloading every worker")
+        await gw.wait_log("is valid (generation 2): pushed to 2 worker(s)")
         await asyncio.to_thread(
-            _wait, lambda: gw.log().count("dialplan reloaded from") == 2, 10.0,
-            "both workers to reload")
+            _wait, lambda: gw.log().count("(generation 2) in force") == 2, 10.0,
+            "both workers to switch")
         busy = await run_sipp_async("uac_expect_status", gw.target, service="900",
                                     log_dir=tmp_path / "busy",
                                     keys={"expected_status": "486"}, timeout_s=15)
@@ -242,7 +242,8 @@ async def test_sighup_reloads_every_worker_and_a_bad_plan_reaches_none(tmp_path:
                                      log_dir=tmp_path / "still",
                                      keys={"expected_status": "486"}, timeout_s=15)
         assert still.ok, still.describe()
-        assert gw.log().count("dialplan reloaded from") == 2
+        assert gw.log().count("(generation 2) in force") == 2
+        assert "generation 3" not in gw.log()
 
 
 async def test_the_front_registers_once_and_survives_a_worker_killed(tmp_path: Path) -> None:
@@ -304,3 +305,58 @@ async def test_a_killed_control_process_takes_its_workers_and_front_with_it(
                         sip=_front_config(workers=2)) as again:
         assert f"removing the run directory of a control process that is gone: " \
             f"{run_dir.group(1)}" in again.log()
+
+
+TOOL_PLAN = """
+tools:
+  whoami: {python: "tests.fixtures.tools.import_marker:whoami"}
+agents:
+  tester:
+    instructions: You are the tool tester of the gateway.
+    tools: [whoami]
+routes:
+  - name: all
+    agent: tester
+"""
+
+TOOL_BOOK = """
+scenarios:
+  tester:
+    match: {instructions: "(?i)tool tester"}
+    turns:
+      - call: {name: whoami, arguments: {}}
+      - say: "Process {tool_output} answered."
+"""
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def test_tools_run_in_the_control_process_pool_never_in_a_worker(
+        tmp_path: Path) -> None:
+    """User code stays out of SIP workers: the control process's one pool runs every tool."""
+    from tests.sip.observe import function_calls, output_of
+
+    imports = tmp_path / "imports.log"
+    audio = write_g711(tmp_path / "speech.ulaw", silence_pcm16(800)
+                       + speech_pcm16("What is your process id?") + silence_pcm16(6000))
+    async with SimulatorServer(scenarios=parse_scenarios(TOOL_BOOK),
+                               options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, TOOL_PLAN, sip=_front_config(workers=2),
+                        env={"GATEWAY_TEST_IMPORT_LOG": str(imports)}) as gw:
+        workers = _worker_pids(gw)
+        control = gw.pid
+        result = await run_sipp_async("uac_pcmu", gw.target, log_dir=tmp_path / "call",
+                                      media_port=free_udp_port_block(4), hold_ms=7000,
+                                      keys={"audio_file": str(audio)}, timeout_s=30)
+        assert result.ok, result.describe()
+        await gw.wait_log("tool worker process(es)")
+        ran_in = output_of(function_calls(sim.sessions[0]), "whoami")
+        assert isinstance(ran_in, int)
+        parent = _parent_pid(ran_in)
+    importers = {int(line) for line in imports.read_text().split()}
+    assert ran_in not in workers.values()
+    assert parent == control  # a tool worker of the control process's pool
+    assert ran_in in importers and control in importers
+    assert not importers & set(workers.values()), (importers, workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import MappingProxyType
@@ -41,7 +42,7 @@ from gateway.ipc.messages import (
 
 pytestmark = pytest.mark.unit
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v1.jsonl"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v2.jsonl"
 
 #: One example of every message (several where a field changes the shape), in fixture order.
 EXAMPLES: list[Message] = [
@@ -90,9 +91,7 @@ EXAMPLES: list[Message] = [
     CommandResult(request_id=7, ok=True),
     CommandResult(request_id=8, ok=False, error="no such call"),
     Welcome(protocol=1, settings_digest="9f86d081884c7d659a2feaa0c55ad015"),
-    Reload(version=3, path="/etc/gateway/dialplan.yaml",
-           source="include: [shared.yaml]\nroutes:\n  - name: all\n    agent: concierge\n",
-           includes={"/etc/gateway/shared.yaml": "agents:\n  concierge:\n    instructions: Hi.\n"}),
+    Reload(version=3, path="/etc/gateway/dialplan.yaml", plan="Z2F0ZXdheSBkaWFscGxhbg=="),
     Hangup(request_id=7, call_id="w1-17", reason="operator hung up"),
     Transfer(request_id=9, call_id="w1-17", target="sip:queue@pbx.example.com;transport=tcp"),
     Say(request_id=10, call_id="w1-17", text="Please hold, a colleague will be with you."),
@@ -166,14 +165,15 @@ def test_direction_is_checked() -> None:
 
 
 def test_negotiate() -> None:
-    hello = EXAMPLES[0]
-    assert isinstance(hello, Hello)
+    first = EXAMPLES[0]
+    assert isinstance(first, Hello)
+    hello = dataclasses.replace(first, protocol=PROTOCOL_VERSION)
     welcome = negotiate(hello, "abc123")
     assert welcome == Welcome(protocol=PROTOCOL_VERSION, settings_digest="abc123")
     with pytest.raises(IpcError) as info:
-        negotiate(Hello("w", 1, 2, "", 1, "h", 5060), "abc")
+        negotiate(Hello("w", 1, 1, "", 1, "h", 5060), "abc")
     assert str(info.value) == (
-        "IPC message 'hello': field 'protocol' version 2 is not supported (this side speaks 1)")
+        "IPC message 'hello': field 'protocol' version 1 is not supported (this side speaks 2)")
     assert info.value.field == "protocol"
 
 
@@ -200,9 +200,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("no type", {"pid": 1}, "IPC message: field 'type' has no string 'type'"),
     ("type not a string", {"type": 3}, "IPC message: field 'type' has no string 'type'"),
     ("unknown type", {"type": "call_parked"},
-     "IPC message: unknown message type 'call_parked' (protocol version 1)"),
+     "IPC message: unknown message type 'call_parked' (protocol version 2)"),
     ("long unknown type", {"type": "x" * 100},
-     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 1)"),
+     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 2)"),
     ("unknown field", {**HELLO, "zone": "eu"}, "IPC message 'hello': unknown field 'zone'"),
     ("unknown null field", {**HELLO, "zone": None}, "IPC message 'hello': unknown field 'zone'"),
     ("missing", {k: v for k, v in HELLO.items() if k != "pid"},
@@ -296,12 +296,10 @@ BAD: list[tuple[str, Any, str]] = [
      "IPC message 'command_result': field 'error' is required when ok is false"),
     ("digest", {"type": "welcome", "protocol": 1, "settings_digest": "ABC"},
      "IPC message 'welcome': field 'settings_digest' must be lowercase hex digits"),
-    ("includes type", {"type": "reload", "version": 1, "path": "p", "source": "",
-                       "includes": ["a.yaml"]},
-     "IPC message 'reload': field 'includes' must be an object"),
-    ("includes value", {"type": "reload", "version": 1, "path": "p", "source": "",
-                        "includes": {"a.yaml": "", "b.yaml": 3}},
-     "IPC message 'reload': field 'includes[1]' must be a string"),
+    ("plan not base64", {"type": "reload", "version": 1, "path": "p", "plan": "a b"},
+     "IPC message 'reload': field 'plan' must be base64 text"),
+    ("plan empty", {"type": "reload", "version": 1, "path": "p", "plan": ""},
+     "IPC message 'reload': field 'plan' must not be empty"),
     ("transfer target", {"type": "transfer", "request_id": 1, "call_id": "c",
                          "target": "http://example.com"},
      "IPC message 'transfer': field 'target' must be a sip:, sips: or tel: URI without spaces"),
