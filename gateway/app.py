@@ -19,7 +19,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.pool import ToolWorkers
@@ -29,9 +29,11 @@ from gateway.calls.conversation import AgentServices
 from gateway.calls.manager import CallManager
 from gateway.config import Settings
 from gateway.dialplan.schema import Dialplan
-from gateway.dialplan.store import DialplanStore
 from gateway.logs import add_secrets
 from gateway.sip.ua import BoundTransport, FrontTrust, SipUserAgent
+
+if TYPE_CHECKING:
+    from gateway.dialplan.store import DialplanStore
 
 log = logging.getLogger("gateway")
 
@@ -72,7 +74,14 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
     env = env or {}
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    store = plans or DialplanStore(settings.dialplan, env=env)  # ConfigErrors: refuse it
+    reloadable: DialplanStore | None = None
+    store: PlanSource
+    if plans is None:
+        from gateway.dialplan.store import DialplanStore  # a worker never loads a file
+
+        store = reloadable = DialplanStore(settings.dialplan, env=env)  # ConfigErrors
+    else:
+        store = plans
     add_secrets(s.value for s in store.current.env_secrets)
     async with contextlib.AsyncExitStack() as stack:
         url = settings.realtime.url
@@ -98,8 +107,7 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
         if started is not None:
             await started(ua, manager)
         if signals:
-            _install_signals(loop, stop, store if isinstance(store, DialplanStore) else None,
-                             workers)
+            _install_signals(loop, stop, reloadable, workers)
             stack.callback(_remove_signals, loop)
         info = GatewayInfo(tuple(ua.transports), url, settings.realtime.embedded)
         sip_desc = ", ".join(f"{t.type}:{t.host}:{t.port}" for t in info.sip)

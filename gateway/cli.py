@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -107,7 +109,56 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="NAME=VALUE", help="a SIP header of the INVITE (repeatable)")
     droute.add_argument("--account", help="ingress account or transport name")
     droute.add_argument("--source", default="127.0.0.1", help="source IP address")
+
+    from gateway.front.upstream import DEFAULT_RUN_DIR
+
+    front = sub.add_parser("front", help="Kamailio front tools")
+    front_sub = front.add_subparsers(dest="front_command", metavar="ACTION", required=True)
+    up = front_sub.add_parser(
+        "upstream", help="render a Kamailio config that dispatches to several gateway instances",
+        description="Render kamailio.cfg for an upstream dispatcher: one SIP address in front "
+        "of several gateway instances (each a `gateway run` with its own front, usually on its "
+        "own host). It spreads new calls by load, fails over on 500/503/408 and silence, "
+        "probes the instances with OPTIONS, record-routes, rate-limits INVITEs per source and "
+        "passes the caller's address in X-Gateway-Upstream-Source (list the upstream's "
+        "address in each instance's sip.front_upstream and sip.trunk_allow). See docs/front.md, "
+        "\"Several hosts\".")
+    up.add_argument("--listen", required=True, type=_ip_port, metavar="IP:PORT",
+                    help="UDP address callers and trunks send to")
+    up.add_argument("--instance", required=True, action="append", type=_ip_port,
+                    metavar="IP:PORT", dest="instances",
+                    help="UDP address of one instance's front (repeat for each instance; "
+                    "the first listed wins ties)")
+    up.add_argument("--allow", action="append", type=_ip_network, default=[], metavar="NET",
+                    help="source network allowed to call (repeatable; default: any, since "
+                    "each instance applies its own sip.trunk_allow to the caller's address)")
+    up.add_argument("--invites-per-s", type=int, default=50, metavar="N",
+                    help="new INVITEs per second one source may send (default 50; 0: no limit)")
+    up.add_argument("--ping-interval", type=int, default=5, metavar="S",
+                    help="seconds between OPTIONS probes of each instance (default 5)")
+    up.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR",
+                    help=f"Kamailio's -Y directory: its lists and sockets (default "
+                    f"{DEFAULT_RUN_DIR})")
+    up.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="write the config to FILE and its dispatcher and address lists into "
+                    "--run-dir (default: print the config only)")
     return p
+
+
+def _ip_port(value: str) -> tuple[str, int]:
+    from gateway.front.upstream import parse_hostport
+
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ip_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP network") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "front":
+            return _front_upstream(args)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
@@ -171,6 +224,49 @@ def _dialplan(args: argparse.Namespace) -> int:
         caller_name=args.caller_name,
         source_ip=args.source, out=sys.stdout, env=os.environ,
     )
+
+
+def _front_upstream(args: argparse.Namespace) -> int:
+    from gateway.front.spec import Listen
+    from gateway.front.upstream import ANY_SOURCE, Instance, UpstreamSpec, render_upstream
+
+    try:
+        spec = UpstreamSpec(
+            listen=(Listen("udp", *args.listen),),
+            instances=tuple(Instance(host, port) for host, port in args.instances),
+            run_dir=args.run_dir.absolute(), allow=tuple(args.allow) or ANY_SOURCE,
+            invites_per_s=args.invites_per_s, ping_interval_s=args.ping_interval)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = render_upstream(spec)
+    if args.output is None:
+        sys.stdout.write(files.config)
+        print(f"# not written: {spec.run_dir}/dispatcher.list and address.list, which this "
+              "config reads; use -o FILE", file=sys.stderr)
+        return 0
+    paths = spec.front_spec().paths
+    written = {args.output: files.config, paths.dispatcher_list: files.dispatcher_list}
+    if files.address_list is not None:
+        written[paths.address_list] = files.address_list
+    try:
+        paths.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path, text in written.items():
+            _write_private(path, text)
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    print(f"run: kamailio -f {args.output} -DD -E -Y {paths.run_dir}", file=sys.stderr)
+    return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _call(args: argparse.Namespace) -> int:

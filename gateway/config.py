@@ -198,6 +198,11 @@ class SipSettings:
     #: dropped for a while; 0 turns the limit off. A trunk sends every call from one address,
     #: so this is the trunk's call rate limit too.
     front_invites_per_s: int = 50
+    #: Addresses of upstream dispatchers (``gateway front upstream``) in front of this
+    #: instance. Only on a call relayed from one of them is its ``X-Gateway-Upstream-Source``
+    #: believed: the caller's real source, which the trunk allow-list and dialplan ``source``
+    #: matches then use. Each must be in ``trunk_allow`` (the front admits the upstream).
+    front_upstream: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -417,6 +422,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
         front=_mode(r, "front", "auto", ("auto", "kamailio", "none")),  # type: ignore[arg-type]
         worker_port_start=r.int("worker_port_start", 5200, min=1024, max=65000),
         front_invites_per_s=r.int("front_invites_per_s", 50, min=0, max=100_000),
+        front_upstream=_addresses(r, "front_upstream"),
     )
     r.check("session_min_se_s", out.session_min_se_s <= out.session_expires_s,
             "must not exceed session_expires_s")
@@ -425,6 +431,10 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
             "one SIP address only behind it")
     r.check("rtp_timeout_s", out.rtp_timeout_s == 0 or out.rtp_timeout_s >= 2,
             "must be 0 (off) or at least 2 s")
+    for ip in out.front_upstream:
+        # The front admits by the packet's source, which is the upstream, not the caller.
+        r.check("front_upstream", any(ip in net for net in out.trunk_allow),
+                f"{ip} is not in trunk_allow: the front would refuse its calls with 403")
     r.finish()
     return out
 
@@ -457,6 +467,22 @@ def _networks(r: Reader, key: str, default: list[str]
         except ValueError:
             r.error(key, f"not an IP network: {net!r}")
     return tuple(nets)
+
+
+def _addresses(r: Reader, key: str
+               ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for value in r.str_list(key, []):
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            r.error(key, f"not an IP address: {value!r}")
+            continue
+        if ip in out:
+            r.error(key, f"{value} listed twice")
+            continue
+        out.append(ip)
+    return tuple(out)
 
 
 def _transport(r: Reader) -> TransportSettings:

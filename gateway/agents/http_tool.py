@@ -22,13 +22,14 @@ import logging
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Final, Self
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from gateway import __version__
 from gateway.agents.runner import ToolOutcome
 from gateway.agents.spec import HttpTool
+
+if TYPE_CHECKING:  # imported on the first HTTP tool call: ~13 MB a process without one
+    import aiohttp
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpToolClient"]
 
@@ -103,9 +104,10 @@ class HttpToolClient:
         self._max_body_bytes = max_body_bytes
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._open = False
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(headers={"User-Agent": self._user_agent})
+        self._open = True  # the session itself is made on the first call
         return self
 
     async def __aexit__(
@@ -118,6 +120,7 @@ class HttpToolClient:
 
     async def close(self) -> None:
         """Close the session and its connections."""
+        self._open = False
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -134,8 +137,12 @@ class HttpToolClient:
             the start of the body, or the kind of network failure. Never raises, except
             ``CancelledError``; never contains a header value.
         """
-        if self._session is None:
+        if not self._open:
             raise RuntimeError("HttpToolClient is not open")
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers={"User-Agent": self._user_agent})
         scrub = _Scrubber(tool)
         started = time.monotonic()
         headers = {name: secret.value for name, secret in tool.headers.items()}

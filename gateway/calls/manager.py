@@ -112,6 +112,8 @@ class CallManager:
         self._media_up: set[int] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Set while a session exists: the media tick sleeps on it when there is no call.
+        self._has_sessions = asyncio.Event()
         # One tick per append chunk (40 ms by default): each tick then sends one chunk per
         # call and exchanges audio with its port once, half the wake-ups of a 20 ms tick. Agent
         # audio does not wait for the tick (the native port is fed as it arrives, the Python
@@ -252,6 +254,7 @@ class CallManager:
         session = CallSession(offer, decision, self.sip, options, self._session_settings,
                               self.services)
         self._sessions[offer.leg_id] = session
+        self._has_sessions.set()
         self.stats.sessions += 1
         content = self.settings.logging.call_content
         log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,
@@ -270,6 +273,8 @@ class CallManager:
 
     def _session_done(self, leg_id: int, task: asyncio.Task[CallRecord]) -> None:
         session = self._sessions.pop(leg_id, None)
+        if not self._sessions:
+            self._has_sessions.clear()
         self._tasks.pop(leg_id, None)
         if not self._tasks:
             self._idle.set()
@@ -291,6 +296,9 @@ class CallManager:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            if not self._sessions:  # no call: no tick until one comes
+                await self._has_sessions.wait()
+                next_at = loop.time()
             for session in list(self._sessions.values()):
                 try:
                     session.pump()

@@ -13,6 +13,7 @@ failover, and the config never calls ``dispatcher.reload`` (it zeroes live loads
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gateway.front.routing import (
@@ -22,7 +23,7 @@ from gateway.front.routing import (
     registration_group,
     render_routing,
 )
-from gateway.front.spec import WORKER_SET, FrontSpec, Listen, Registration
+from gateway.front.spec import WORKER_SET, FrontSpec, Listen, Network, Registration
 
 # The uacreg table's header, as /usr/share/kamailio/dbtext/kamailio/uacreg has it (version 5).
 UACREG_HEADER = ("id(int,auto) l_uuid(string) l_username(string) l_domain(string) "
@@ -84,15 +85,29 @@ def render_dispatcher_list(spec: FrontSpec) -> str:
 def render_address_list(spec: FrontSpec) -> str | None:
     """The permissions address file (``group address mask port tag``), or ``None`` if empty."""
     lines: list[str] = []
-    for net in spec.trunk_allow:
+    for net in _permission_nets(spec.trunk_allow):
         lines.append(f"{TRUNK_GROUP} {net.network_address} {net.prefixlen} 0 trunk")
     for i, reg in enumerate(spec.registrations):
-        for net in reg.allow_from:
+        for net in _permission_nets(reg.allow_from):
             lines.append(f"{registration_group(i)} {net.network_address} {net.prefixlen} 0 "
                          f"{reg.name}")
     if not lines:
         return None
     return "# group address netmask port(0=any) tag\n" + "\n".join(lines) + "\n"
+
+
+def _permission_nets(nets: Iterable[Network]) -> Iterator[Network]:
+    """``nets`` with each ``/0`` written as its two halves.
+
+    The permissions module reads a netmask of 0 in its address file as "no mask given", i.e.
+    a single host (/32 or /128), so ``0.0.0.0 0`` would admit nobody at all (seen with
+    Kamailio 5.6: ``trunk_allow: [0.0.0.0/0]`` got 403 for every INVITE).
+    """
+    for net in nets:
+        if net.prefixlen == 0:
+            yield from net.subnets(prefixlen_diff=1)
+        else:
+            yield net
 
 
 def render_tls_config(spec: FrontSpec) -> str | None:
@@ -138,10 +153,14 @@ def _uacreg_fields(reg: Registration) -> list[str]:
 
 # kamailio.cfg ------------------------------------------------------------------------------
 
-def render_config(spec: FrontSpec) -> str:
-    """``kamailio.cfg`` for ``spec``."""
-    parts = [_header(spec), _globals(spec), _modules(spec), _module_params(spec),
-             render_routing(spec)]
+def render_config(spec: FrontSpec, *, header: str | None = None) -> str:
+    """``kamailio.cfg`` for ``spec``.
+
+    ``header`` replaces the opening comment block (it must start with ``#!KAMAILIO``); the
+    upstream dispatcher (:mod:`gateway.front.upstream`) describes itself there.
+    """
+    parts = [_header(spec) if header is None else header, _globals(spec), _modules(spec),
+             _module_params(spec), render_routing(spec)]
     return "\n".join(parts)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 _COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "v": "Via",
@@ -137,3 +138,31 @@ def front_source(value: str) -> FrontSource | None:
         return None
     account = fields.get("account") or None
     return FrontSource(ip, port, transport, account)
+
+
+#: The header an upstream dispatcher (``gateway front upstream``) passes the caller's real
+#: source in, to the gateway instances behind it: same form as the front's, ``account`` unused.
+UPSTREAM_SOURCE_HEADER = "X-Gateway-Upstream-Source"
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def upstream_source(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                    sender_ip: str, upstreams: Collection[IpAddress]) -> FrontSource | None:
+    """The caller an upstream dispatcher relayed this request for, or ``None``.
+
+    ``sender_ip`` is who sent the request as far as this process knows: the front's
+    ``X-Gateway-Source`` behind a front, else the packet's source. Only when that is one of
+    ``upstreams`` (``sip.front_upstream``) is :data:`UPSTREAM_SOURCE_HEADER` believed: the
+    upstream removes any copy a caller sent, but a caller reaching an instance directly could
+    write one, and the instance's front passes it on untouched.
+    """
+    if not upstreams:
+        return None
+    try:
+        sender = ipaddress.ip_address(sender_ip)
+    except ValueError:
+        return None
+    if sender not in upstreams:
+        return None
+    return front_source(header(headers, UPSTREAM_SOURCE_HEADER) or "")

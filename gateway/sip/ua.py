@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.config import AccountSettings, SipSettings, TransportSettings
 from gateway.errors import CallRejected, CapacityExceeded, GatewayError
@@ -57,6 +57,12 @@ log = logging.getLogger("gateway.sip")
 ANSWER_DEADLINE_S = 45.0
 #: How often the RTP inactivity check reads each call's receive counters.
 _MEDIA_CHECK_S = 1.0
+#: ``libHandleEvents`` timeout with calls up or commands waiting: a queued command (answer,
+#: hang up, REFER...) waits at most this long for the SIP thread.
+_BUSY_POLL_MS: Final = 10
+#: ... and with neither: an idle worker wakes 10 times a second, not 100 (a command queued
+#: then, e.g. a registration change, waits up to this long).
+_IDLE_POLL_MS: Final = 100
 _COMMAND_QUEUE_SIZE = 1024
 
 _TRANSPORTS = {"udp": "PJSIP_TRANSPORT_UDP", "tcp": "PJSIP_TRANSPORT_TCP",
@@ -244,7 +250,10 @@ class SipUserAgent:
         self._started.set()
         try:
             while not self._stopping.is_set():
-                ep.libHandleEvents(10)
+                # Idle (no call, no command waiting), poll at 10 Hz: a SIP request wakes
+                # libHandleEvents at once, and its call makes the loop busy from then on.
+                busy = self._legs or not self._commands.empty()
+                ep.libHandleEvents(_BUSY_POLL_MS if busy else _IDLE_POLL_MS)
                 self._run_after_callbacks()
                 self._run_commands()
                 self._expire_unanswered()
@@ -449,6 +458,10 @@ class SipUserAgent:
             if relayed is not None:
                 src_ip, src_port, transport = relayed.ip, str(relayed.port), relayed.transport
                 account_name = relayed.account or account_name
+        # Behind an upstream dispatcher (sip.front_upstream), the caller is further out still.
+        caller = message.upstream_source(headers, src_ip, self.settings.front_upstream)
+        if caller is not None:
+            src_ip, src_port, transport = caller.ip, str(caller.port), caller.transport
         sip_call_id = message.header(headers, "Call-ID") or ""
         refusal = self._refusal(leg, whole, headers, transport)
         if refusal is not None:

@@ -460,3 +460,13 @@ async def test_client_cannot_be_used_before_entering() -> None:
         client.send_audio(SILENCE_40MS)
     with pytest.raises(RuntimeError):
         await client.recv()
+
+
+def test_every_wss_connect_shares_one_verifying_tls_context() -> None:
+    import ssl
+
+    from gateway.realtime.client import tls_context
+
+    context = tls_context()
+    assert context is tls_context()  # loaded once per process, not once per call
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

@@ -69,6 +69,17 @@ def test_address_list_holds_the_trunks_and_each_pbx() -> None:
 
 
 @pytest.mark.unit
+def test_a_zero_prefix_is_written_as_two_halves() -> None:
+    # permissions reads netmask 0 as "none given": a single host, so /0 would admit nobody.
+    anyone = render(make_spec(trunk_allow=(ipaddress.ip_network("0.0.0.0/0"),
+                                           ipaddress.ip_network("::/0")), registrations=()))
+    assert anyone.address_list is not None
+    assert anyone.address_list.splitlines()[1:] == [
+        f"{TRUNK_GROUP} 0.0.0.0 1 0 trunk", f"{TRUNK_GROUP} 128.0.0.0 1 0 trunk",
+        f"{TRUNK_GROUP} :: 1 0 trunk", f"{TRUNK_GROUP} 8000:: 1 0 trunk"]
+
+
+@pytest.mark.unit
 def test_the_config_checks_everything_before_a_worker_sees_it() -> None:
     config = render(make_spec()).config
     main = route_body(config, "request_route")

@@ -14,6 +14,8 @@ import os
 import re
 import signal
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +157,21 @@ async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
     assert lines, f"gateway call printed no report; stderr:\n{err.decode()[-2000:]}"
     report: dict[str, Any] = json.loads(lines[-1])
     return report
+
+
+def control_get(gw: Gateway, path: str) -> dict[str, Any]:
+    """GET a JSON document from the gateway's control HTTP server (blocking)."""
+    with urllib.request.urlopen(gw.control_url + path, timeout=5) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` (blocking, every 0.1 s) until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -13,13 +13,10 @@ process exits with nothing left behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
 import signal
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ import pytest
 
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimOptions, SimulatorServer
-from tests.sip.gateway import Gateway, run_gateway
+from tests.sip.gateway import Gateway, control_get as _get, run_gateway, wait_until as _wait
 from tests.sip.test_capacity import GREETING_AGENT
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
@@ -60,22 +57,6 @@ def _front_config(workers: int = WORKERS) -> dict[str, Any]:
             "worker_port_start": free_udp_port_block(workers),
             "rtp_port_start": free_udp_port_block(40 * workers),
             "rtp_port_range": 40 * workers}
-
-
-def _get(gw: Gateway, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(gw.control_url + path, timeout=5) as resp:
-        data: dict[str, Any] = json.loads(resp.read())
-    return data
-
-
-def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _worker_pids(gw: Gateway) -> dict[str, int]:

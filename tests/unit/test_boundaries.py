@@ -23,6 +23,9 @@ PURE = {
     "gateway.control.backoff": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.ipc.checks": ("pjsua2", "websockets", "aiohttp", "asyncio"),
     "gateway.ipc.messages": ("pjsua2", "websockets", "aiohttp", "asyncio"),
+    "gateway.dialplan.wire": ("pjsua2", "websockets", "aiohttp", "asyncio",
+                              "gateway.dialplan.loader"),
+    "gateway.front.upstream": ("pjsua2", "websockets", "aiohttp", "asyncio"),
 }
 ADAPTERS_AND_PURE = {
     "gateway.control.supervisor": ("pjsua2", "websockets", "aiohttp"),
@@ -75,6 +78,10 @@ ADAPTERS_AND_PURE = {
     "gateway.sim.server": ("pjsua2", "websockets"),
     "gateway.ipc.channel": ("pjsua2", "websockets", "aiohttp"),
     "gateway.ipc.unix": ("pjsua2", "websockets", "aiohttp"),
+    # A SIP worker: no user code's runtime (the Agents SDK), no HTTP client until an HTTP
+    # tool is called, none of the control process's parts, no YAML (it gets finished plans).
+    "gateway.worker.main": ("agents", "aiohttp", "prometheus_client", "gateway.control",
+                            "gateway.sim", "gateway.front", "gateway.dialplan.loader"),
 }
 
 PROBE = """
