@@ -5,10 +5,11 @@ runs it: ``.venv/bin/python`` has the source build of pjproject (hundreds of cal
 ``.venv-wheel/bin/python`` the PyPI wheel ``pjsua2-python`` (4 slots, 3 calls per process); the
 binding is detected with ``importlib.metadata`` and confirmed from the gateway's start-up log.
 For each media mode and call count N it starts one Realtime simulator process (``gateway
-sim``, its own process so its CPU is not charged to the gateway), ``ceil(N / K)`` gateway
-processes for ``--calls-per-gateway K`` (default: 3 on the wheel, all N calls in one process on
-the source build), each with its own SIP port and an RTP port range sized for its calls, and
-one SIPp per gateway placing its share of concurrent PCMU calls. Every caller streams a looped
+sim`` with a per-turn timing log, :mod:`bench.simrun`; its own process so its CPU is not
+charged to the gateway), ``ceil(N / K)`` gateway processes for ``--calls-per-gateway K``
+(default: 3 on the wheel, all N calls in one process on the source build), each with its own
+SIP port and an RTP port range sized for its calls, and one SIPp per gateway placing its
+share of concurrent PCMU calls. Every caller streams a looped
 espeak-ng question (silence, about 2.5 s of speech, silence), so the agent greets, is barged
 in on, and answers each question. Once all calls are up and a settling time has passed, a
 steady window is measured:
@@ -19,7 +20,10 @@ steady window is measured:
   (all gateway processes together / N);
 * the RTP the gateways send to the callers, captured with tcpdump on ``lo`` (needs root):
   rate, inter-packet gaps, RFC 3550 jitter, late (> 40 ms) and lost packets, agent talk time;
-* INVITE -> 200 latency from SIPp's message log.
+* INVITE -> 200 latency from SIPp's message log;
+* turn latency (:mod:`bench.turns`): from the end of each question the caller speaks to the
+  first agent packet back, and the part of it the gateway adds (inbound + outbound, the
+  simulator's own time, which its turn log reports, taken out).
 
 Front mode (``--workers W``): each level runs ONE ``gateway run`` that is a control process
 with W SIP workers (``gateway worker``, one pjsua2 endpoint each) behind a Kamailio front
@@ -97,6 +101,7 @@ from bench.report import (
     render_tables,
     update_doc,
 )
+from bench.turns import level_turns
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
 from tests.support.procs import (
@@ -141,6 +146,10 @@ CALLER_LINE = "Hello, what are your opening hours today?"
 #: answers); the file is looped by SIPp.
 CALLER_LEAD_MS = 3000
 CALLER_TAIL_MS = 1500
+#: One 20 ms packet of 8 kHz audio, as PCM16 bytes.
+PACKET_BYTES_PCM16 = 320
+#: The simulator's turn log in each level's directory (:mod:`gateway.sim.turns`).
+TURN_LOG = "turns.jsonl"
 _PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
 
 
@@ -195,9 +204,16 @@ class GatewayProc:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def rtp_range(self) -> tuple[int, int]:
+        """First and last port of this gateway's RTP range."""
+        return self.rtp_start, self.rtp_start + self.rtp_ports - 1
+
+    @property
     def rtp_filter(self) -> str:
-        """tcpdump filter for what this gateway sends from its RTP range."""
-        return f"src portrange {self.rtp_start}-{self.rtp_start + self.rtp_ports - 1}"
+        """tcpdump filter for the RTP this gateway sends and receives on its RTP range (the
+        callers' packets to it time the end of their speech)."""
+        first, last = self.rtp_range
+        return f"portrange {first}-{last}"
 
 
 def rtp_ports_for(calls: int) -> int:
@@ -211,9 +227,11 @@ def rtp_ports_for(calls: int) -> int:
 
 def start_sim(stack: contextlib.ExitStack, run_dir: Path, speed: float,
               lifetime_s: float) -> tuple[Running, str]:
-    """Start ``gateway sim`` on a free port; returns it and its WebSocket URL."""
+    """Start the simulator (``gateway sim`` with a turn log, :mod:`bench.simrun`) on a free
+    port, its turn log in ``run_dir/TURN_LOG``; returns it and its WebSocket URL."""
     port = free_tcp_port()
-    proc = ManagedProcess([*GATEWAY, "sim", "--port", str(port), "--speed", f"{speed:g}",
+    proc = ManagedProcess([sys.executable, "-m", "bench.simrun", "--port", str(port),
+                           "--speed", f"{speed:g}", "--turn-log", str(run_dir / TURN_LOG),
                            "--run-seconds", f"{lifetime_s:.0f}"],
                           log_path=run_dir / "sim.log", name="sim", cwd=REPO,
                           max_lifetime_s=lifetime_s + 15)
@@ -436,9 +454,15 @@ def _same_processes(before: dict[str, list[int]], after: dict[str, list[int]]) -
 
 
 def caller_audio(path: Path) -> Path:
-    """The looped caller file: silence, one spoken question, a shorter silence (raw µ-law)."""
+    """The looped caller file: silence, one spoken question, a shorter silence (raw µ-law).
+
+    Padded with silence to whole 20 ms packets, so that SIPp, which loops the file without a
+    break, cuts every pass into the same packets: each question then reaches the VAD in the
+    same frames and turns differ only by what the gateway does.
+    """
     pcm = silence_pcm16(CALLER_LEAD_MS) + speech_pcm16(CALLER_LINE) + silence_pcm16(
         CALLER_TAIL_MS)
+    pcm += bytes(-len(pcm) % PACKET_BYTES_PCM16)
     return write_g711(path, pcm, "ulaw")
 
 
@@ -605,8 +629,13 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         records = [rec for g in gateways for rec in call_records(g.run.proc.log_text())]
     window = CpuWindow.between(a, b)
     gw_cpu = sum(window.groups[name] for name in gw_groups)
-    rtp = summarize_rtp(cap.packets(), a.wall, b.wall, calls)
+    packets = cap.packets()
+    ranges = [g.rtp_range for g in gateways]
+    sent = [p for p in packets if any(lo <= p.sport <= hi for lo, hi in ranges)]
+    rtp = summarize_rtp(sent, a.wall, b.wall, calls)
     answers = tuple(ms for r in results for ms in answer_latencies_ms(r.messages))
+    turns = level_turns(run_dir / TURN_LOG, packets, ranges,
+                        [m for r in results for m in r.messages], records)
     # Above idle: the idle cost once per gateway process, or once for the whole front (the
     # idle front has the same control process, workers and Kamailio processes).
     idle_cost = idle.cpu_pct if front is not None else len(gateways) * idle.cpu_pct
@@ -623,7 +652,7 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         agent_responses=sum(int(rec.get("responses", 0)) for rec in records),
         frame_counters=tuple(sorted(frame_counters(records).items())),
         threads=_top_threads(window), capture_dropped=cap.dropped_by_kernel,
-        workers=plan.workers or 0, groups=per_group)
+        workers=plan.workers or 0, groups=per_group, turns=turns)
 
 
 # Command line --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.metrics import RtpSummary, percentile
+from bench.turns import GOAL_P99_MS, TurnLatency, TurnReport
 
 #: Distribution of the third-party PyPI wheel (``gateway.sip.binding.WHEEL_DISTRIBUTION``).
 WHEEL_DISTRIBUTION = "pjsua2-python"
@@ -174,6 +175,8 @@ class LevelResult:
     workers: int = 0
     #: Front mode: CPU and memory per process group.
     groups: tuple[GroupUsage, ...] = ()
+    #: Turn latency: every turn measured, and why the simulator's other turns were not.
+    turns: TurnReport = TurnReport((), (), 0)
 
     @property
     def rss_per_call(self) -> float:
@@ -471,6 +474,53 @@ def _media_table(ok: Sequence[LevelResult]) -> str:
     return "\n".join(rows)
 
 
+def _pcts(values: Sequence[float], qs: Sequence[float] = (50, 99), digits: int = 1) -> str:
+    return " / ".join(_f(percentile(values, q), digits) for q in qs)
+
+
+def _goal(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    return "yes" if percentile(values, 99) <= GOAL_P99_MS else "**no**"
+
+
+def _excluded(runs: Sequence[LevelResult]) -> str:
+    totals: dict[str, int] = {}
+    for r in runs:
+        for reason, count in r.turns.excluded:
+            totals[reason] = totals.get(reason, 0) + count
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(totals.items())) or "–"
+
+
+def _turn_table(ok: Sequence[LevelResult]) -> str:
+    """Turn latency per level, turns pooled over runs."""
+    rows = [
+        "| mode | calls | turns measured / sim turns | **gw-added p50 / p95 / p99 / max ms** "
+        "| gw-added p99 per run | inbound p50 / p99 | outbound p50 / p99 "
+        "| sim own p50 / p99 | end of speech → agent audio p50 / p99 "
+        f"| sim loop lag p99 / max | p99 ≤ {GOAL_P99_MS:g} ms | not measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    levels: dict[tuple[str, int], list[LevelResult]] = {}
+    for r in ok:
+        levels.setdefault((r.mode, r.calls), []).append(r)
+    for (mode, calls), runs in levels.items():
+        turns: list[TurnLatency] = [t for r in runs for t in r.turns.turns]
+        gw = [t.gateway_ms for t in turns]
+        lag = [t.sim_lag_ms for t in turns if t.sim_lag_ms is not None]
+        per_run = " / ".join(_f(percentile([t.gateway_ms for t in r.turns.turns], 99), 1)
+                             for r in runs)
+        rows.append(
+            f"| {mode} | {calls} | {len(turns)} / {sum(r.turns.records for r in runs)} "
+            f"| **{_pcts(gw, (50, 95, 99, 100))}** | {per_run} "
+            f"| {_pcts([t.inbound_ms for t in turns])} "
+            f"| {_pcts([t.outbound_ms for t in turns])} "
+            f"| {_pcts([t.sim_ms for t in turns])} "
+            f"| {_pcts([t.total_ms for t in turns])} "
+            f"| {_pcts(lag, (99, 100))} | {_goal(gw)} | {_excluded(runs)} |")
+    return "\n".join(rows)
+
+
 def render_tables(idles: Sequence[IdleResult],
                   levels: Sequence[LevelResult | LevelFailure], *, front: bool = False) -> str:
     """Markdown: a summary over runs, then per run CPU/memory and media/signalling tables;
@@ -485,6 +535,10 @@ def render_tables(idles: Sequence[IdleResult],
                 "workers: every SIP worker and what it forked; kamailio: the front's main "
                 "process and every child it forked):", _group_table(idles, ok)]
     out += ["Media and signalling, per run:", _media_table(ok)]
+    out += ["Turn latency, turns of all runs pooled (ms; gw-added = inbound + outbound, the "
+            "simulator's own time and the VAD's silence excluded; method in bench/README.md; "
+            "nearest-rank percentiles, so with under 100 turns p99 is the max):",
+            _turn_table(ok)]
     if failed:
         out.append("\n".join(f"* **run {f.run}, {f.mode}, {f.calls} calls: not measured**: "
                              f"{f.reason}" for f in failed))
@@ -573,7 +627,18 @@ both at the end of the window and {summed}. RTP is what the gateway
 sent to the callers (tcpdump on `lo`); jitter p99 is over the RFC 3550 running estimate after
 every packet of every stream. "playout dropped / underrun / caller dropped" sum the call
 records' `media.tx_frames_dropped`, `media.tx_underrun_frames` and `media.rx_dropped`; "gw log
-warnings" counts WARNING/ERROR lines in the gateway logs.
+warnings" counts WARNING/ERROR lines in the gateway logs. Turn latency: the capture also
+holds the callers' packets to the gateway; the simulator's own VAD run over them gives the
+packet that ended each question's speech and the one that completed the VAD's silence; the
+simulator's turn log gives, in its own clock (`time.time()`, the same `CLOCK_REALTIME` as
+tcpdump's on one host), when it read the append that made it stop and when it wrote the
+answer's first audio delta. "inbound" is that caller packet to the append read, "outbound" the
+first delta written to the first voiced agent packet on the wire (less any near-silence the
+answer starts with), "sim own" the simulator's time in between (VAD decision, its configured
+`response_latency_ms` of {_values(levels, "response_latency_ms")}, speech synthesis), "sim loop
+lag" its event-loop lag when the append arrived (time the simulator, not the gateway, was late
+reading it), and "end of speech → agent audio" what the caller waits, the VAD's silence
+({_values(levels, "silence_ms")}) included.
 
 {tables}
 
@@ -582,6 +647,13 @@ warnings" counts WARNING/ERROR lines in the gateway logs.
 {_threads(idles, levels)}
 
 {end_marker(label)}"""
+
+
+def _values(levels: Sequence[LevelResult | LevelFailure], name: str) -> str:
+    """``50 ms``: the distinct values of a turn-report field over the levels."""
+    values = sorted({v for lv in levels if isinstance(lv, LevelResult)
+                     for v in getattr(lv.turns, name)})
+    return ", ".join(f"{v} ms" for v in values) or "?"
 
 
 def update_doc(path: Path, block: str, label: str) -> None:

@@ -10,8 +10,10 @@ instructions: synthesise speech (:func:`gateway.sim.tts.synthesize_async`), send
 ``speed`` times faster than real time, pause for ``wait`` steps, close on ``hangup``. Tests
 inspect :attr:`SimulatorServer.sessions` (every client and server event, in order), drop
 connections with :meth:`SimulatorServer.close_all` and refuse upgrades with
-:meth:`SimulatorServer.fail_next_connects`. This is the only simulator module importing
-aiohttp.
+:meth:`SimulatorServer.fail_next_connects`. With ``SimOptions.turn_log`` set, every VAD turn's
+timing (:mod:`gateway.sim.turns`) is appended to that file as a JSON line, and an event-loop
+lag probe runs, for benchmarks that subtract the simulator's own time. This is the only
+simulator module importing aiohttp.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from aiohttp import WSMsgType, web
 
@@ -32,6 +35,7 @@ from gateway.sim.core import SimSession
 from gateway.sim.responses import Close, Emit, Pace, Pause, ResponseRun, Synthesize
 from gateway.sim.scenario import ScenarioBook
 from gateway.sim.tts import ENGINES, MAX_TEXT_CHARS, synthesize, synthesize_async
+from gateway.sim.turns import TurnRecord, TurnTimer, answer_lead_ms, max_lag_ms
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ _OUTBOX_OVERFLOW: Final = Close(1008, "Client is not reading server events.")
 #: Closed sessions a long-running simulator keeps for inspection (``gateway sim`` and the
 #: gateway's embedded simulator): enough to look at the last calls, bounded so memory is flat.
 SERVICE_KEEP_CLOSED: Final = 16
+#: Interval of the event-loop lag probe (on only with ``SimOptions.turn_log``).
+LAG_PROBE_S: Final = 0.01
+#: Lag probe wake-ups kept (10 s at 10 ms): enough to look around a turn's stop when its
+#: answer's first audio, after synthesis, is written seconds later. Oldest dropped.
+LAG_SAMPLES: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,10 @@ class SimOptions:
             long-running simulator (``gateway sim``, the gateway's embedded one) keeps a few,
             because each holds every event of its call (about 50 kB for a short call, all
             its audio for a long one) and keeping all of them grows memory without bound.
+        turn_log: Path of a file to append one JSON line per VAD turn to
+            (:class:`~gateway.sim.turns.TurnRecord`: when the stop was read, when the first
+            audio of its answer was written, the configured latency, the event-loop lag
+            around the stop), for benchmarks; ``None`` (default): off, no probe, no cost.
     """
 
     speed: float = 4.0
@@ -73,6 +86,7 @@ class SimOptions:
     response_latency_ms: int = 50
     default_model: str = "gpt-realtime-2.1"
     keep_closed: int | None = None
+    turn_log: str | None = None
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -158,6 +172,14 @@ class SimConnection:
         self._close_started = False
         self._transport: asyncio.Transport | None = None
         self._responses: set[asyncio.Task[None]] = set()
+        #: Turn timing, with ``SimOptions.turn_log`` only; ended turns go to ``_turn_sink``.
+        self.turns: TurnTimer | None = None
+        self._turn_sink: Callable[[TurnRecord], None] | None = None
+
+    def _turns_ended(self, records: list[TurnRecord]) -> None:
+        if self._turn_sink is not None:
+            for record in records:
+                self._turn_sink(record)
 
     @property
     def received(self) -> list[dict[str, Any]]:
@@ -259,8 +281,13 @@ class SimConnection:
                 await ws.send_str(json.dumps(item))
             except ConnectionError:
                 return
+            at = time.time()
             self.sent.append(item)
-            self.sent_at.append(time.time())
+            self.sent_at.append(at)
+            if self.turns is not None:
+                record = self.turns.sent(item, at)
+                if record is not None:
+                    self._turns_ended([record])
             self._changes.notify()
 
     async def drop(self, code: int, reason: str, *, abort: bool = False) -> None:
@@ -314,6 +341,9 @@ class SimulatorServer:
         self._fail_status = 503
         self._changes = _Changes()
         self._runner: web.AppRunner | None = None
+        self._turn_file: TextIO | None = None
+        self._lag: deque[tuple[float, float]] = deque(maxlen=LAG_SAMPLES)
+        self._lag_probe: asyncio.Task[None] | None = None
 
     @property
     def ws_url(self) -> str:
@@ -353,6 +383,9 @@ class SimulatorServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        if self.options.turn_log is not None:
+            self._turn_file = _open_turn_log(self.options.turn_log)
+            self._lag_probe = asyncio.create_task(self._probe_lag(), name="sim:lag-probe")
         _log.info("realtime simulator listening on %s", self.ws_url)
 
     async def stop(self) -> None:
@@ -367,6 +400,14 @@ class SimulatorServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._lag_probe is not None:
+            probe, self._lag_probe = self._lag_probe, None
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+        if self._turn_file is not None:
+            turn_file, self._turn_file = self._turn_file, None
+            turn_file.close()
 
     async def wait_for_session(self, index: int = 0, timeout: float = 5) -> SimConnection:  # noqa: ASYNC109
         """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect."""
@@ -435,6 +476,10 @@ class SimulatorServer:
         conn = SimConnection(self._opened, core, query, headers, self._changes)
         self._opened += 1
         conn._transport = request.transport
+        if self._turn_file is not None:
+            conn.turns = TurnTimer(str(core.session["id"]), conn.index,
+                                   self.options.response_latency_ms)
+            conn._turn_sink = self._write_turn
         self.sessions.append(conn)
         self._changes.notify()
         _log.info("sim session %d opened (scenario %s)", conn.index, core.scenario.name)
@@ -488,7 +533,13 @@ class SimulatorServer:
     async def _serve(self, conn: SimConnection, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                conn.send(conn.core.receive_text(msg.data))
+                read_at = time.time()
+                events = conn.core.receive_text(msg.data)
+                conn.send(events)
+                if conn.turns is not None:
+                    conn._turns_ended(
+                        conn.turns.received(read_at, events, _audio_input(conn.session))
+                    )
             elif msg.type == WSMsgType.BINARY:
                 conn.send(
                     [
@@ -548,6 +599,7 @@ class SimulatorServer:
         await asyncio.sleep(self.options.response_latency_ms / 1000)
         deadline = loop.time()
         audio: bytes | None = None
+        first_audio = True
         while True:
             instruction = run.advance(audio)
             audio = None
@@ -558,6 +610,9 @@ class SimulatorServer:
             elif isinstance(instruction, Synthesize):
                 audio = await self._speak(instruction)
                 deadline = loop.time()
+                if first_audio and conn.turns is not None:
+                    conn.turns.lead(run.id, answer_lead_ms(audio, run.spec.output_format))
+                first_audio = False
             elif isinstance(instruction, Pace):
                 deadline += instruction.audio_ms / 1000 / self.options.speed
                 delay = deadline - loop.time()
@@ -582,6 +637,31 @@ class SimulatorServer:
         except (ValueError, RuntimeError) as exc:
             _log.warning("speech synthesis failed, using tones: %s", exc)
             return synthesize(what.text[:MAX_TEXT_CHARS], voice=what.voice, engine="tone")
+
+
+    def _write_turn(self, record: TurnRecord) -> None:
+        if self._turn_file is None:
+            return
+        record = replace(record, sim_lag_ms=max_lag_ms(self._lag, record.received_at))
+        self._turn_file.write(json.dumps(record.to_json()) + "\n")
+
+    async def _probe_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self._lag.append((time.time(), max(0.0, loop.time() - due)))
+
+
+def _open_turn_log(path: str) -> TextIO:
+    # Line-buffered: each turn is on disk as soon as it ends, even if the process is killed;
+    # a few hundred bytes per turn, written from the loop.
+    return open(path, "a", buffering=1, encoding="utf-8")
+
+
+def _audio_input(session: dict[str, Any]) -> dict[str, Any]:
+    value = (session.get("audio") or {}).get("input")
+    return value if isinstance(value, dict) else {}
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

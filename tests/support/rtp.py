@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,13 +175,8 @@ def looks_like_rtp(data: bytes) -> bool:
             and data[1] not in _RTCP_TYPES)
 
 
-def rtp_streams(packets: Iterable[Packet]) -> list[RtpStream]:
-    """Group the RTP packets among ``packets`` by (src, sport, dst, dport, ssrc).
-
-    Datagrams that are not RTP (SIP, RTCP, anything malformed) are ignored. Streams come out
-    in the order their first packet arrived; packets within a stream in arrival order.
-    """
-    groups: dict[tuple[str, int, str, int, int], list[TimedRtp]] = {}
+def rtp_in_order(packets: Iterable[Packet]) -> Iterator[tuple[Packet, TimedRtp]]:
+    """The RTP packets among ``packets``, parsed, in arrival order (others are skipped)."""
     for pkt in sorted(packets, key=lambda p: p.ts):
         if not looks_like_rtp(pkt.payload):
             continue
@@ -189,8 +184,19 @@ def rtp_streams(packets: Iterable[Packet]) -> list[RtpStream]:
             rtp = parse_rtp(pkt.payload)
         except ValueError:
             continue
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, rtp.ssrc)
-        groups.setdefault(key, []).append(TimedRtp(pkt.ts, rtp))
+        yield pkt, TimedRtp(pkt.ts, rtp)
+
+
+def rtp_streams(packets: Iterable[Packet]) -> list[RtpStream]:
+    """Group the RTP packets among ``packets`` by (src, sport, dst, dport, ssrc).
+
+    Datagrams that are not RTP (SIP, RTCP, anything malformed) are ignored. Streams come out
+    in the order their first packet arrived; packets within a stream in arrival order.
+    """
+    groups: dict[tuple[str, int, str, int, int], list[TimedRtp]] = {}
+    for pkt, timed in rtp_in_order(packets):
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, timed.rtp.ssrc)
+        groups.setdefault(key, []).append(timed)
     return [RtpStream(src, sport, dst, dport, ssrc, tuple(items))
             for (src, sport, dst, dport, ssrc), items in groups.items()]
 
