@@ -13,6 +13,7 @@ process exits with nothing left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimOptions, SimulatorServer
 from tests.sip.gateway import Gateway, control_get as _get, run_gateway, wait_until as _wait
 from tests.sip.test_capacity import GREETING_AGENT
-from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
+from tests.support.audio import read_wav, rms_dbfs, silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
 from tests.support.procs import free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
@@ -341,3 +342,42 @@ async def test_tools_run_in_the_control_process_pool_never_in_a_worker(
     assert parent == control  # a tool worker of the control process's pool
     assert ran_in in importers and control in importers
     assert not importers & set(workers.values()), (importers, workers)
+
+
+@pytest.mark.skipif(not Path("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists(),
+                    reason="kamailio-tls-modules is installed by scripts/dev.sh setup")
+async def test_a_tls_caller_reaches_an_agent_through_the_front(tmp_path: Path) -> None:
+    """The front listens on TLS (Kamailio's tls module) and relays to UDP workers."""
+    import subprocess
+
+    from tests.sip.gateway import GATEWAY, REPO
+    from tests.support.procs import free_tcp_port, free_udp_port
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(
+        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                         "-keyout", str(key), "-out", str(cert), "-days", "1",
+                         "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=30)
+    tls_port = free_tcp_port()
+    sip = {**_front_config(workers=2), "transports": [
+        {"type": "udp", "host": "127.0.0.1", "port": free_udp_port()},
+        {"type": "tls", "host": "127.0.0.1", "port": tls_port, "cert_file": str(cert),
+         "key_file": str(key)}]}
+    async with SimulatorServer(options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip) as gw:
+        proc = await asyncio.create_subprocess_exec(
+            *GATEWAY, "call", f"sip:100@127.0.0.1:{tls_port};transport=tls",
+            "--transport", "tls", "--duration", "4", "--record", str(tmp_path / "heard.wav"),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await asyncio.wait_for(proc.communicate(), 40)
+        assert proc.returncode == 0, out
+        report = json.loads(out)
+        assert report["status"] == 200, report
+        await gw.wait_log("call record:")
+        assert sim.sessions, "the call never reached the agent"
+        assert f"tls:127.0.0.1:{tls_port}" in gw.log()
+    heard, rate = read_wav(tmp_path / "heard.wav")
+    # The greeting came back over the front's TLS leg: some 100 ms frames are far from silent.
+    frames = [heard[i:i + rate // 5] for i in range(0, len(heard), rate // 5)]
+    assert sum(rms_dbfs(f) > -35.0 for f in frames) >= 3, [round(rms_dbfs(f)) for f in frames]
