@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="NAME=VALUE", help="a SIP header of the INVITE (repeatable)")
     droute.add_argument("--account", help="ingress account or transport name")
     droute.add_argument("--source", default="127.0.0.1", help="source IP address")
+    droute.add_argument("--ingress", choices=("sip", "openai"), default="sip",
+                        help="how the call arrives: sip (an INVITE, default) or openai (a "
+                        "Realtime Calls webhook)")
 
     from gateway.front.upstream import DEFAULT_RUN_DIR
 
@@ -221,7 +224,7 @@ def _dialplan(args: argparse.Namespace) -> int:
         path, from_user=args.from_user, to_user=args.to_user,
         request_uri=args.request_uri, headers=first_values(args.header),
         account=args.account,
-        caller_name=args.caller_name,
+        caller_name=args.caller_name, ingress=args.ingress,
         source_ip=args.source, out=sys.stdout, env=os.environ,
     )
 

@@ -216,6 +216,34 @@ class ControlSettings:
 
 
 @dataclass(frozen=True)
+class OpenAICallsSettings:
+    """Calls that reach OpenAI's SIP endpoint: its ``realtime.call.incoming`` webhook.
+
+    OpenAI answers the SIP leg and posts the webhook to the control process, which routes the
+    call with the dialplan (``ingress: openai``), accepts, rejects or refers it over the Calls
+    REST API and runs the agent on a sideband WebSocket by ``call_id``.
+    """
+
+    enabled: bool = False
+    #: Path of the webhook on the control HTTP server.
+    webhook_path: str = "/openai/webhook"
+    #: Standard Webhooks signing secret (``whsec_...``), from ``$OPENAI_WEBHOOK_SECRET``.
+    webhook_secret: Secret = Secret("")
+    #: Deliveries signed further than this from now are refused (replays, clock skew).
+    webhook_tolerance_s: int = 300
+    #: Calls REST API base (``.../v1``); ``embedded``: the embedded simulator's.
+    api_url: str = EMBEDDED
+    #: SIP status a webhook call without a matching route is rejected with.
+    no_route_status: int = 404
+    #: Per Calls REST request (accept, reject, refer, hangup).
+    request_timeout_s: float = 10.0
+    #: Attempts of one REST request on 429, 5xx and network errors (backoff between).
+    request_attempts: int = 3
+    #: Sideband sessions the control process runs at once; more are rejected with 486.
+    max_sessions: int = 500
+
+
+@dataclass(frozen=True)
 class CallSettings:
     """Limits that apply to every call unless the agent overrides them."""
 
@@ -257,6 +285,7 @@ class Settings:
     calls: CallSettings = CallSettings()
     logging: LogSettings = LogSettings()
     dialplan: str = DEFAULT_DIALPLAN
+    openai_calls: OpenAICallsSettings = OpenAICallsSettings()
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -305,6 +334,7 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
                                                         max=86400))
     ctl.finish()
     calls = _calls(root.sub("calls"))
+    openai_calls = _openai_calls(root.sub("openai_calls"), env, realtime)
     logs = _logging(root.sub("logging"), env)
     dialplan = _override(env, "GATEWAY_DIALPLAN",
                          _beside(doc.source, root.str("dialplan", DEFAULT_DIALPLAN)))
@@ -315,7 +345,8 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     root.finish()
     root.raise_errors()
     return Settings(source=doc.source, realtime=realtime, simulator=simulator, sip=sip,
-                    control=control, calls=calls, logging=logs, dialplan=dialplan)
+                    control=control, calls=calls, logging=logs, dialplan=dialplan,
+                    openai_calls=openai_calls)
 
 
 def _override(env: Mapping[str, str], name: str, file_value: str) -> str:
@@ -365,6 +396,33 @@ def _realtime(r: Reader, env: Mapping[str, str]) -> RealtimeSettings:
         r.error("api_key_env", f"{url} needs an API key: set ${key_var} (or headers_from_env)")
     r.finish()
     return settings
+
+
+def _openai_calls(r: Reader, env: Mapping[str, str],
+                  realtime: RealtimeSettings) -> OpenAICallsSettings:
+    secret_var = r.str("webhook_secret_env", "OPENAI_WEBHOOK_SECRET",
+                       pattern=r"[A-Za-z_][A-Za-z0-9_]*")
+    default_api = EMBEDDED if realtime.embedded else "https://api.openai.com/v1"
+    out = OpenAICallsSettings(
+        enabled=r.bool("enabled", False),
+        webhook_path=r.str("webhook_path", "/openai/webhook", pattern=r"/[A-Za-z0-9/_.-]*"),
+        webhook_secret=Secret(env.get(secret_var, "")),
+        webhook_tolerance_s=r.int("webhook_tolerance_s", 300, min=1, max=3600),
+        api_url=r.str("api_url", default_api),
+        no_route_status=r.int("no_route_status", 404, min=400, max=699),
+        request_timeout_s=r.float("request_timeout_s", 10.0, min=0.1, max=120),
+        request_attempts=r.int("request_attempts", 3, min=1, max=10),
+        max_sessions=r.int("max_sessions", 500, min=1, max=100_000),
+    )
+    if out.api_url != EMBEDDED and not out.api_url.startswith(("http://", "https://")):
+        r.error("api_url", f"must be {EMBEDDED!r} or an http:// or https:// URL")
+    if out.api_url == EMBEDDED and not realtime.embedded:
+        r.error("api_url", "is the embedded simulator's, but realtime.url is not embedded")
+    if out.enabled and not out.webhook_secret:
+        r.error("webhook_secret_env", f"webhooks cannot be verified: set ${secret_var} to the"
+                                      " project webhook's signing secret (whsec_...)")
+    r.finish()
+    return out
 
 
 def _simulator(r: Reader) -> SimulatorSettings:

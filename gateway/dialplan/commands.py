@@ -17,7 +17,7 @@ from typing import TextIO
 from gateway.agents.spec import AgentCapabilities, BuiltinTool, HttpTool, PythonTool, SdkTool
 from gateway.dialplan.loader import NO_ENV, load_dialplan
 from gateway.dialplan.router import CallInfo, RouteDecision, route_call
-from gateway.dialplan.schema import AgentAction, AgentSpec, Dialplan, RejectAction
+from gateway.dialplan.schema import AgentAction, AgentSpec, Dialplan, Ingress, RejectAction
 from gateway.errors import ConfigErrors, NoRouteError
 
 #: Exit status when the dialplan file is invalid.
@@ -50,6 +50,7 @@ def route(
     account: str | None = None,
     source_ip: str = "127.0.0.1",
     caller_name: str | None = None,
+    ingress: Ingress = "sip",
     out: TextIO,
     env: Mapping[str, str] = NO_ENV,
 ) -> int:
@@ -64,6 +65,7 @@ def route(
         account: Ingress account or transport name.
         source_ip: Address the INVITE comes from.
         caller_name: From display name.
+        ingress: ``sip``, or ``openai`` for a Realtime Calls webhook.
         out: Where to print.
         env: Environment for ``${NAME}`` in HTTP tool headers.
 
@@ -77,7 +79,7 @@ def route(
         to_user=to_user, from_user=from_user,
         request_uri=request_uri if request_uri is not None else f"sip:{to_user}@localhost",
         headers=dict(headers or {}), account=account, source_ip=source_ip,
-        caller_name=caller_name,
+        caller_name=caller_name, ingress=ingress,
     )
     try:
         decision = route_call(plan, call)

@@ -11,7 +11,7 @@ from ipaddress import ip_network
 from typing import Any
 
 from gateway.dialplan.capabilities import Where, YamlPath
-from gateway.dialplan.schema import HeaderMatch, Match, Network, Pattern
+from gateway.dialplan.schema import INGRESSES, HeaderMatch, Ingress, Match, Network, Pattern
 from gateway.dialplan.template import HEADER_NAME_RE
 from gateway.errors import ConfigError
 from gateway.yamlsrc import Reader, YamlDoc
@@ -36,6 +36,7 @@ class MatchParser:
             headers=self._headers(r),
             account=self._patterns(r, "account"),
             source=self._networks(r),
+            ingress=self._ingress(r),
         )
         r.finish()
         return match
@@ -114,6 +115,17 @@ class MatchParser:
             seen[lower] = name
             out.append(HeaderMatch(lower, patterns))
         return tuple(out)
+
+    @staticmethod
+    def _ingress(r: Reader) -> tuple[Ingress, ...]:
+        value = r.raw("ingress")
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+        if not items or not all(isinstance(i, str) and i in INGRESSES for i in items):
+            r.error("ingress", "must be sip, openai or a list of them")
+            return ()
+        return tuple(i for i in INGRESSES if i in items)
 
     def _networks(self, r: Reader) -> tuple[Network, ...]:
         value = r.raw("source")

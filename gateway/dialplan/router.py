@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import MappingProxyType
 
-from gateway.dialplan.schema import Action, AgentAction, AgentSpec, Dialplan, Route
+from gateway.dialplan.schema import Action, AgentAction, AgentSpec, Dialplan, Ingress, Route
 from gateway.dialplan.template import RenderContext
 from gateway.errors import NoRouteError
 
@@ -71,6 +71,8 @@ class CallInfo:
         account: Name of the ingress account or transport, if known.
         source_ip: Address the INVITE came from.
         caller_name: Display name of the From header, if any.
+        ingress: ``sip`` (an INVITE to a SIP worker) or ``openai`` (a Realtime Calls webhook,
+            whose ``sip_headers`` gave the rest).
     """
 
     to_user: str
@@ -80,6 +82,7 @@ class CallInfo:
     account: str | None
     source_ip: str
     caller_name: str | None = None
+    ingress: Ingress = "sip"
     _by_lower: Mapping[str, str] = field(init=False, repr=False, compare=False)
     _ip: IPv4Address | IPv6Address | None = field(init=False, repr=False, compare=False)
 

@@ -34,6 +34,9 @@ DEFAULT_VOICE: Final = "marin"
 
 PatternKind = Literal["exact", "prefix", "regex"]
 MediaMode = Literal["native", "transcode"]
+#: How a call reached the gateway (``match: {ingress: ...}``).
+Ingress = Literal["sip", "openai"]
+INGRESSES: Final = ("sip", "openai")
 Eagerness = Literal["low", "medium", "high", "auto"]
 Network = IPv4Network | IPv6Network
 
@@ -105,9 +108,14 @@ class Match:
     headers: tuple[HeaderMatch, ...] = ()
     account: tuple[Pattern, ...] = ()
     source: tuple[Network, ...] = ()
+    #: How the call reached the gateway (any of these): ``sip`` (an INVITE to a SIP worker)
+    #: or ``openai`` (a ``realtime.call.incoming`` webhook from OpenAI's SIP endpoint).
+    ingress: tuple[Ingress, ...] = ()
 
     def matches(self, call: CallInfo) -> bool:
         """Whether ``call`` satisfies every condition."""
+        if self.ingress and call.ingress not in self.ingress:
+            return False
         if not (matches_any(self.to, call.to_user) and matches_any(self.from_, call.from_user)
                 and matches_any(self.request_uri, call.request_uri)
                 and matches_any(self.account, call.account)):

@@ -27,7 +27,7 @@ from gateway.dialplan import (
 from gateway.dialplan.router import find_route, first_values
 from gateway.dialplan.schema import Dialplan
 from gateway.dialplan.template import MAX_CALL_VALUE_CHARS, RenderContext, parse_template
-from gateway.errors import CallRejected, NoRouteError
+from gateway.errors import CallRejected, ConfigErrors, NoRouteError
 
 pytestmark = pytest.mark.unit
 
@@ -305,3 +305,33 @@ def test_turn_detection_and_transcription_match_the_ga_api_shapes() -> None:
     transcription = Transcription("gpt-4o-mini-transcribe", "en").to_realtime()
     assert set(transcription) <= set(AudioTranscription.model_fields)
     assert transcription == {"model": "gpt-4o-mini-transcribe", "language": "en"}
+
+
+def test_ingress_tells_webhook_calls_from_sip_calls() -> None:
+    plan = _plan("""
+        agents:
+          direct: {instructions: Hi.}
+          bridged: {instructions: Hello.}
+        routes:
+          - name: openai
+            match: {ingress: openai, to: "+18005550100"}
+            agent: direct
+          - name: pbx
+            match: {ingress: [sip]}
+            agent: bridged
+    """)
+    sip = _call()
+    webhook = CallInfo(to_user="+18005550100", from_user="+14155550123",
+                       request_uri="sip:+18005550100@sip.example.com", headers={}, account=None,
+                       source_ip="", ingress="openai")
+    assert _route_name(plan, sip) == "pbx"
+    assert _route_name(plan, webhook) == "openai"
+    # Without an ingress condition a route takes both.
+    assert _route_name(_single("{to: \"+18005550100\"}"), webhook) == "hit"
+
+
+@pytest.mark.parametrize("value", ["webrtc", "[]", "[sip, pstn]", "3"])
+def test_an_unknown_ingress_is_a_load_error(value: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        _single(f"{{ingress: {value}}}")
+    assert "ingress: must be sip, openai or a list of them" in str(info.value)
