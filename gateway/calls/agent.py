@@ -18,6 +18,13 @@ def _format(wire: dict[str, Any]) -> rt.AudioFormat:
     return rt.AudioFormat(type=wire["type"], rate=wire.get("rate"))
 
 
+def _transcription(agent: schema.AgentSpec) -> rt.InputTranscription | None:
+    t = agent.transcription
+    if t is None:
+        return None
+    return rt.InputTranscription(model=t.model, language=t.language, prompt=t.prompt)
+
+
 def turn_detection(td: schema.ServerVad | schema.SemanticVad | None) -> rt.TurnDetection:
     """The typed GA turn detection for a dialplan setting (``None`` = manual turns)."""
     if td is None:
@@ -36,11 +43,7 @@ def session_config(agent: schema.AgentSpec, instructions: str, bridge: MediaBrid
                    tools: Sequence[Mapping[str, Any]] = ()) -> rt.SessionConfig:
     """The ``session`` of the ``session.update`` that sets ``agent`` up on this call."""
     fmt = _format(bridge.api_format)
-    transcription: rt.InputTranscription | None = None
-    if agent.transcription is not None:
-        t = agent.transcription
-        transcription = rt.InputTranscription(model=t.model, language=t.language,
-                                              prompt=t.prompt)
+    transcription = _transcription(agent)
     return rt.SessionConfig(
         instructions=instructions,
         tools=tuple(tools),
@@ -49,5 +52,26 @@ def session_config(agent: schema.AgentSpec, instructions: str, bridge: MediaBrid
             input=rt.AudioInputConfig(format=fmt, transcription=transcription,
                                       turn_detection=turn_detection(agent.turn_detection)),
             output=rt.AudioOutputConfig(format=fmt, voice=agent.voice),
+        ),
+    )
+
+
+def sip_session_config(agent: schema.AgentSpec, instructions: str, *, model: str,
+                       tools: Sequence[Mapping[str, Any]] = ()) -> rt.SessionConfig:
+    """The session to accept a call OpenAI's SIP endpoint answered with (Realtime Calls).
+
+    No ``audio.*.format``: on a SIP call the format comes from the SDP, and forcing one
+    distorts or silences the audio (a known pitfall; the Agents SDK omits it too).
+    """
+    transcription = _transcription(agent)
+    return rt.SessionConfig(
+        model=agent.model or model,
+        instructions=instructions,
+        tools=tuple(tools),
+        output_modalities=("audio",),
+        audio=rt.AudioConfig(
+            input=rt.AudioInputConfig(transcription=transcription,
+                                      turn_detection=turn_detection(agent.turn_detection)),
+            output=rt.AudioOutputConfig(voice=agent.voice),
         ),
     )
