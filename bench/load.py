@@ -359,7 +359,11 @@ class FrontGateway:
         out: dict[str, list[int]] = {name: [] for name in GROUPS}
         out["control"].append(self.control_pid)
         kids = children(self.control_pid)
-        gone = [f"worker {w} (pid {pid})" for w, pid in self.workers.items() if pid not in kids]
+        # Workers are forked by the preloaded parent (gateway.control.zygote), a child of
+        # the control process; its shared pages are the workers', so it counts with them.
+        below = set(descendants(self.control_pid))
+        gone = [f"worker {w} (pid {pid})" for w, pid in self.workers.items()
+                if pid not in below]
         if self.front_pid not in kids:
             gone.append(f"kamailio (pid {self.front_pid})")
         if gone:
@@ -369,7 +373,8 @@ class FrontGateway:
         for kid in kids:
             if kid == self.front_pid or comm(kid) == "kamailio":
                 group = "kamailio"
-            elif kid in known or "worker" in cmdline(kid)[2:4]:
+            elif kid in known or "worker" in cmdline(kid)[2:4] \
+                    or "gateway.control.zygote" in cmdline(kid):
                 group = "workers"
             else:
                 group = "control"

@@ -91,7 +91,7 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
                                  http=await stack.enter_async_context(HttpToolClient()))
         workers: ToolWorkers | None = None
         if tools is None:
-            workers = ToolWorkers(settings.calls.tool_workers, _publish_to(services))
+            workers = ToolWorkers(settings.calls.tool_workers, publish_to(services))
             stack.push_async_callback(workers.close)
             await workers.ensure(store.current)
         # An unanswered INVITE outlives the slowest Realtime connect (which answers 503 itself)
@@ -122,8 +122,13 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
 
 
 @contextlib.asynccontextmanager
-async def embedded_simulator(settings: Settings):  # type: ignore[no-untyped-def]
-    """The embedded Realtime simulator; yields its WebSocket URL."""
+async def embedded_simulator(settings: Settings,  # type: ignore[no-untyped-def]
+                             *, webhook_url: str | None = None):
+    """The embedded Realtime simulator; yields its WebSocket URL.
+
+    With ``webhook_url``, its Realtime Calls side posts ``realtime.call.incoming`` there,
+    signed with ``openai_calls``' secret (calls placed with ``POST /sim/calls``).
+    """
     from gateway.sim.scenario import ScenarioBook, load_scenarios
     from gateway.sim.server import SERVICE_KEEP_CLOSED, SimOptions, SimulatorServer
 
@@ -131,7 +136,9 @@ async def embedded_simulator(settings: Settings):  # type: ignore[no-untyped-def
     book = load_scenarios(sim_cfg.scenarios) if sim_cfg.scenarios else ScenarioBook.default()
     # In-process, every session the simulator kept would count as gateway memory per call.
     options = SimOptions(speed=sim_cfg.speed, tts_engine=sim_cfg.tts,
-                         default_model=settings.realtime.model, keep_closed=SERVICE_KEEP_CLOSED)
+                         default_model=settings.realtime.model, keep_closed=SERVICE_KEEP_CLOSED,
+                         webhook_url=webhook_url,
+                         webhook_secret=settings.openai_calls.webhook_secret.value or None)
     async with SimulatorServer(sim_cfg.host, sim_cfg.port, book, options) as sim:
         log.info("embedded Realtime simulator on %s", sim.ws_url)
         yield sim.ws_url
@@ -151,7 +158,8 @@ class PlanSource(Protocol):
         ...
 
 
-def _publish_to(services: AgentServices) -> Callable[[ToolRunner | None], None]:
+def publish_to(services: AgentServices) -> Callable[[ToolRunner | None], None]:
+    """A :class:`ToolWorkers` ``publish`` that sets ``services.runner``."""
     def publish(runner: ToolRunner | None) -> None:
         services.runner = runner
     return publish

@@ -323,7 +323,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.control.topology import plan as plan_processes
 
     plan = plan_processes(settings, os.cpu_count() or 1)
-    if plan.front or len(plan.workers) > 1:
+    if plan.front or len(plan.workers) > 1 or settings.openai_calls.enabled:
         from gateway.control.app import run_control
 
         main_coro = run_control(settings, plan, env=os.environ)

@@ -41,11 +41,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.pool import ToolWorkers
+from gateway.calls.conversation import AgentServices
 from gateway.config import Settings
 from gateway.control.directory import CallDirectory
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
+from gateway.control.openai_calls import WebhookEndpoint
 from gateway.control.plans import PlanPublisher
 from gateway.control.readiness import Readiness
 from gateway.control.supervisor import (
@@ -76,6 +79,11 @@ FAST_STOP_GRACE_S: Final = 3.0
 #: control process's pid, so a later start can remove those of processes that were killed.
 RUN_DIR_PREFIX: Final = "gateway-"
 PID_FILE: Final = "control.pid"
+#: What the preloaded parent imports before it forks the workers (``docs/control.md``): the
+#: worker's command line and what it imports at start (pjsua2's module, numpy, websockets,
+#: jsonschema, the call path), shared copy-on-write by every worker instead of one copy each.
+WORKER_PRELOAD: Final = ("gateway.cli", "gateway.worker.main", "gateway.front.upstream",
+                         "concurrent.futures.thread")
 
 
 def _sweep_stale_run_dirs() -> None:
@@ -93,25 +101,30 @@ def _sweep_stale_run_dirs() -> None:
 
 
 def worker_spec(settings: Settings, slot: WorkerSlot, ipc: Path, realtime_url: str,
-                plan_file: Path, log_path: Path | None = None) -> WorkerSpec:
-    """How to start the worker of ``slot`` (``gateway worker ...`` with this interpreter)."""
+                plan_file: Path, log_path: Path | None = None, *,
+                front: bool = True) -> WorkerSpec:
+    """How to start the worker of ``slot``: ``gateway worker ...``, forked when it can be.
+
+    Without a front (one worker on loopback, e.g. beside the OpenAI webhook) the worker binds
+    the configured transports itself and trusts no ``X-Gateway-Source``.
+    """
     argv = [sys.executable, "-m", "gateway", "worker"]
     if settings.source != "<defaults>":
         argv += ["-c", settings.source]
     argv += ["--id", slot.worker_id, "--ipc", str(ipc), "--plan", str(plan_file),
              "--sip-port", str(slot.sip_port),
              "--rtp-port-start", str(slot.rtp_port_start),
-             "--rtp-port-range", str(slot.rtp_port_range), "--realtime-url", realtime_url,
-             "--front-address", "127.0.0.1"]
+             "--rtp-port-range", str(slot.rtp_port_range), "--realtime-url", realtime_url]
+    argv += ["--front-address", "127.0.0.1"] if front else ["--own-transports"]
     if settings.realtime.embedded:
         argv.append("--embedded-simulator")
-    return WorkerSpec(slot.worker_id, tuple(argv), log_path=log_path)
+    return WorkerSpec(slot.worker_id, tuple(argv), log_path=log_path, start="fork")
 
 
 async def run_control(settings: Settings, plan: Plan, *,
                       env: Mapping[str, str] | None = None) -> None:
     """Run the control process until it has drained (see the module docstring)."""
-    from gateway.app import embedded_simulator  # the simulator's imports stay out of workers
+    from gateway.app import embedded_simulator, publish_to  # the simulator stays out of workers
 
     env = env or {}
     store = DialplanStore(settings.dialplan, env=env)  # ConfigErrors: refuse a bad plan
@@ -128,20 +141,34 @@ async def run_control(settings: Settings, plan: Plan, *,
         stack.callback(shutil.rmtree, run_dir, True)
         plans = PlanPublisher(store, run_dir / "dialplan.json")
         plans.write()
-        pool = ToolWorkers(settings.calls.tool_workers)
+        # The one tool pool: every worker's tool requests, and the webhook calls' agents.
+        services = AgentServices(http=await stack.enter_async_context(HttpToolClient()))
+        pool = ToolWorkers(settings.calls.tool_workers, publish_to(services))
         stack.push_async_callback(pool.close)
         await pool.ensure(store.current)
-        http = await start_http(build_app(state), settings.control.host,
-                                settings.control.port)
+        app = build_app(state)
+        webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
+        if webhooks is not None:
+            webhooks.install(app)
+        http = await start_http(app, settings.control.host, settings.control.port)
         stack.push_async_callback(stop_http, http)
         url = settings.realtime.url
         if settings.realtime.embedded:
-            url = await stack.enter_async_context(embedded_simulator(settings))
+            hook = (f"http://{_http_host(http.host)}:{http.port}"
+                    f"{settings.openai_calls.webhook_path}" if webhooks is not None else None)
+            url = await stack.enter_async_context(embedded_simulator(settings,
+                                                                     webhook_url=hook))
+        if webhooks is not None:
+            await webhooks.start(stack, plan=lambda: store.current, services=services,
+                                 realtime_url=url,
+                                 embedded_ws_url=url if settings.realtime.embedded else None)
         ipc = ipc_socket_path(run_dir / "ipc")
         (run_dir / "ipc").mkdir(mode=0o700)
-        specs = [worker_spec(settings, slot, ipc, url, plans.path) for slot in plan.workers]
+        specs = [worker_spec(settings, slot, ipc, url, plans.path, front=plan.front)
+                 for slot in plan.workers]
         digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:32]
-        supervisor = Supervisor(specs, run_dir=run_dir / "ipc", settings_digest=digest)
+        supervisor = Supervisor(specs, run_dir=run_dir / "ipc", settings_digest=digest,
+                                preload=WORKER_PRELOAD)
         await supervisor.start()
         stack.push_async_callback(supervisor.stop, FAST_STOP_GRACE_S)
         broker = ToolBroker(pool, supervisor.send)
@@ -174,7 +201,18 @@ async def run_control(settings: Settings, plan: Plan, *,
                  capacity, url, http.host, http.port)
         await stop.wait()
         readiness.draining("shutting down")
+        if webhooks is not None:
+            webhooks.drain()
         await _drain(settings, supervisor, front, fast)
+
+
+def _http_host(host: str) -> str:
+    """An address to reach a server bound to ``host`` from this host."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 async def _with_registrar_sources(settings: Settings) -> Settings:

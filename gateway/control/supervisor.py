@@ -1,8 +1,10 @@
 """Runs the SIP worker processes: spawn, pair with their IPC connection, restart, drain, stop.
 
 A :class:`Supervisor` starts one child process per :class:`WorkerSpec` (the caller's ``argv``,
-in its own session and process group, output inherited or appended to a log file) and listens
-on a Unix socket in its run directory. A connection belongs to a worker once its first message
+in its own session and process group, output inherited or appended to a log file; exec'd, or
+with ``start="fork"`` forked from the preloaded parent of :mod:`gateway.control.zygote`, which
+shares the imported code and libraries between the workers) and listens on a Unix socket in
+its run directory. A connection belongs to a worker once its first message
 is a ``Hello`` naming a configured worker id *and* the pid of the process started for it; any
 other connection is closed with a logged reason, counted in :attr:`Supervisor.refused`, and
 leaves the worker alone. Each worker has one owned task, ``supervisor:{worker_id}``, the only
@@ -15,7 +17,9 @@ nothing is restarted, and a process spawned in that instant is stopped at once. 
 ``term_grace_s``, ``SIGKILL``; every process is reaped, and whatever is left in a worker's
 group when it exits (helpers it forked) is killed. The group id is the worker's pid, which
 Linux does not reuse while the group has members, so ``killpg`` only reaches processes
-started here.
+started here. A forked worker is the preloaded parent's child: that parent reaps it and
+reports its exit status; should the parent die, its workers die with it (their status then
+unknown), are restarted like any other, and the parent is started again when next needed.
 
 Events (:meth:`Supervisor.events`) are one FIFO, in order per worker (``WorkerStarted``,
 ``WorkerUp``, its messages, ``WorkerDown``), of at most ``event_queue_size`` messages:
@@ -46,6 +50,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias
 
 from gateway.control.backoff import RestartPolicy, RestartTracker
+from gateway.control.zygote import Child, Spawner, cmdline_room, exit_reason
 from gateway.errors import GatewayError
 from gateway.ipc import checks
 from gateway.ipc.channel import ChannelClosed, ControlChannel, SendQueueFull
@@ -63,7 +68,6 @@ from gateway.ipc.messages import (
     negotiate,
 )
 from gateway.ipc.unix import IpcServer, serve_unix
-from gateway.lifetime import die_with_parent
 
 __all__ = [
     "SOCKET_NAME", "FromWorker", "Supervisor", "SupervisorError", "SupervisorEvent",
@@ -104,6 +108,10 @@ class WorkerSpec:
         env: The worker's whole environment; ``None`` inherits the control process's.
         cwd: Working directory; ``None`` keeps the control process's.
         log_path: File receiving its stdout and stderr (appended); ``None`` inherits them.
+        start: ``exec`` runs ``argv``; ``fork`` forks it from the preloaded parent, which
+            imported the supervisor's ``preload`` modules: ``argv`` must then be
+            ``PYTHON -m MODULE ARGS...``, run as that would run (exec'd after all when the
+            preloaded parent cannot fork it, with the reason logged).
     """
 
     worker_id: str
@@ -111,6 +119,7 @@ class WorkerSpec:
     env: Mapping[str, str] | None = None
     cwd: str | os.PathLike[str] | None = None
     log_path: Path | None = None
+    start: Literal["exec", "fork"] = "exec"
 
     def __post_init__(self) -> None:
         try:
@@ -120,6 +129,10 @@ class WorkerSpec:
         if isinstance(self.argv, str) or not self.argv:
             raise ValueError("argv must be a non-empty sequence of strings")
         object.__setattr__(self, "argv", tuple(self.argv))
+        if self.start not in ("exec", "fork"):
+            raise ValueError("start must be 'exec' or 'fork'")
+        if self.start == "fork" and (len(self.argv) < 3 or self.argv[1] != "-m"):
+            raise ValueError("a forked worker's argv must be PYTHON -m MODULE ...")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +197,6 @@ class WorkerInfo:
 def ipc_socket_path(run_dir: str | os.PathLike[str]) -> Path:
     """The IPC socket path of a :class:`Supervisor` with this run directory (for argv)."""
     return Path(run_dir) / SOCKET_NAME
-
-
-def _exit_reason(returncode: int | None) -> str:
-    if returncode is None:
-        return "still running after SIGKILL"
-    if returncode >= 0:
-        return f"exited with status {returncode}"
-    try:
-        return f"killed by {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"killed by signal {-returncode}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -263,7 +265,7 @@ class _Slot:
         self.worker_id = spec.worker_id
         self.tracker = RestartTracker(policy)
         self.task: asyncio.Task[None] | None = None
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Child | None = None
         self.reaper: asyncio.Task[None] | None = None
         self.exited = False
         self.spawned = asyncio.Event()  # clear while a spawn is under way
@@ -311,6 +313,8 @@ class Supervisor:
             before it is killed (a crash ends both in the same instant, but not in one event).
         event_queue_size: Capacity of the event queue (see the module's policy).
         ipc_options: :class:`~gateway.ipc.channel.IpcChannel` keyword arguments.
+        preload: Modules the preloaded parent imports before it forks the ``fork`` workers
+            (started with the first of them, from the interpreter its ``argv`` names).
 
     Raises:
         ValueError: A bad argument.
@@ -329,6 +333,7 @@ class Supervisor:
         ipc_loss_grace_s: float = 1.0,
         event_queue_size: int = 1024,
         ipc_options: Mapping[str, Any] | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         ids = [spec.worker_id for spec in specs]
         if not ids or len(set(ids)) != len(ids):
@@ -344,6 +349,8 @@ class Supervisor:
         if len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
             raise ValueError(f"socket path over {_MAX_SOCKET_PATH} bytes: shorten run_dir")
         self._slots = {s.worker_id: _Slot(s, policy or RestartPolicy()) for s in specs}
+        self._spawner = Spawner(preload, room=cmdline_room(
+            [s.argv for s in specs if s.start == "fork"]))
         self._digest = settings_digest
         self._rand = rand
         self._hello_timeout_s = hello_timeout_s
@@ -529,11 +536,14 @@ class Supervisor:
             if self._server is not None:
                 await self._server.close()
         finally:
-            self._events.close()
-            self._state = "stopped"
-            self._stopped.set()
-            self._notify()
-            log.info("supervisor stopped")
+            try:
+                await self._spawner.close()  # the preloaded parent, once its workers are gone
+            finally:
+                self._events.close()
+                self._state = "stopped"
+                self._stopped.set()
+                self._notify()
+                log.info("supervisor stopped")
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -594,7 +604,10 @@ class Supervisor:
         slot.exited, slot.ipc_lost = False, None
         slot.spawned.clear()
         try:
-            process = await self._spawn(slot.spec)
+            spec = slot.spec
+            process = await self._spawner.spawn(spec.argv, fork=spec.start == "fork",
+                                                env=spec.env, cwd=spec.cwd,
+                                                log_path=spec.log_path)
         except OSError as exc:
             return None, f"could not start: {exc.strerror or type(exc).__name__}"
         finally:
@@ -614,25 +627,13 @@ class Supervisor:
         await self._ensure_dead(slot)  # only acts if even SIGKILL did not end it
         return process.pid, reason
 
-    async def _spawn(self, spec: WorkerSpec) -> asyncio.subprocess.Process:
-        out = spec.log_path.open("ab") if spec.log_path is not None else None
-        try:  # the child has its own copy of the log descriptor; ours closes at once
-            return await asyncio.create_subprocess_exec(
-                *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                stderr=asyncio.subprocess.STDOUT if out is not None else None,
-                env=dict(spec.env) if spec.env is not None else None, cwd=spec.cwd,
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
-        finally:
-            if out is not None:
-                out.close()
-
-    async def _reap(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+    async def _reap(self, slot: _Slot, process: Child) -> None:
         await process.wait()
         slot.exited = True
         _signal_group(process.pid, signal.SIGKILL)  # whatever it forked and left behind
         slot.wake.set()
 
-    async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process) -> str:
+    async def _watch(self, slot: _Slot, process: Child) -> str:
         """Until ``process`` is reaped, killing it when it must go; returns the reason."""
         loop = asyncio.get_running_loop()
         hello_deadline = loop.time() + self._hello_timeout_s
@@ -654,9 +655,9 @@ class Supervisor:
                 return f"no hello within {self._hello_timeout_s:g} s"
             else:
                 await slot.nap(hello_deadline - loop.time() if slot.channel is None else None)
-        return _exit_reason(process.returncode)
+        return exit_reason(process)
 
-    async def _stop_process(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+    async def _stop_process(self, slot: _Slot, process: Child) -> None:
         if slot.channel is None:  # still starting, or its IPC is gone: no calls to end
             await self._terminate(slot, process)
             return
@@ -672,7 +673,7 @@ class Supervisor:
                         slot.worker_id, process.pid)
             await self._terminate(slot, process)
 
-    async def _terminate(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, slot: _Slot, process: Child) -> None:
         """``SIGTERM`` to the group, ``term_grace_s``, ``SIGKILL``, reaped (bounded)."""
         for sig, wait_s in ((signal.SIGTERM, self._term_grace_s),
                             (signal.SIGKILL, _REAP_TIMEOUT_S)):

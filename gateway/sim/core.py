@@ -9,7 +9,11 @@ items, answers truncate, delete and retrieve, and starts responses. A started re
 :class:`~gateway.sim.responses.ResponseRun` that the server adapter drives and paces; the
 core only decides *what* it says, from the session's scenario (chosen by instructions, then
 by name). Protocol errors become ``error`` events with the real API's codes; the session
-stays open unless :attr:`SimSession.close_request` is set. Pure: no sockets, clocks or tasks.
+stays open unless :attr:`SimSession.close_request` is set. A SIP call's session
+(``call_audio``) takes the caller's RTP audio from :meth:`SimSession.caller_audio` instead of
+``input_audio_buffer.append``, reports keypad presses (:meth:`SimSession.dtmf`) and lets the
+call's playout truncate what the caller did not hear (:meth:`SimSession.truncate_played`).
+Pure: no sockets, clocks or tasks.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.sim.audio import bytes_to_ms, decode_input, format_rate
+from gateway.sim.audio import G711_RATE, bytes_to_ms, decode_input, format_rate, resample_pcm16
 from gateway.sim.conversation import (
     ClientEventError,
     Conversation,
@@ -69,6 +73,11 @@ CLIENT_EVENT_TYPES: Final = (
 )
 #: Shortest buffer the API commits.
 MIN_COMMIT_MS: Final = 100.0
+#: Keys of RFC 4733 telephone-events, as ``input_audio_buffer.dtmf_event_received`` reports them.
+DTMF_KEYS: Final = frozenset("0123456789*#ABCD")
+#: Error code for ``input_audio_buffer.append`` on a SIP call (simulator's choice: the caller's
+#: audio arrives over RTP, so appending on the sideband is refused rather than mixed in).
+APPEND_ON_CALL_CODE: Final = "input_audio_buffer_append_not_supported"
 _CLOSE_REASON_MAX: Final = 120
 
 
@@ -93,6 +102,11 @@ class SimSession:
         sip: A sideband session attached to a SIP call (G.711 μ-law formats by default).
         chunk_ms: Audio per ``response.output_audio.delta``.
         ids: Id source; pass a seeded :class:`IdFactory` for reproducible tests.
+        session: The effective session to start from (a Realtime Calls ``accept``
+            configures it); :func:`~gateway.sim.validate.default_session` when ``None``.
+        call_audio: The session is a SIP call's: the caller's audio comes from
+            :meth:`caller_audio` (RTP), ``input_audio_buffer.append`` is refused, and
+            ``session.update`` may not set ``audio.*.format`` (negotiated in SDP).
 
     Attributes:
         session: The effective session object (as in ``session.updated``).
@@ -111,10 +125,15 @@ class SimSession:
         sip: bool = False,
         chunk_ms: int = 100,
         ids: IdFactory | None = None,
+        session: dict[str, Any] | None = None,
+        call_audio: bool = False,
     ) -> None:
         self.ids = ids or IdFactory()
         self.events = EventFactory(self.ids)
-        self.session: dict[str, Any] = default_session(model, sip=sip)
+        self.session: dict[str, Any] = (
+            copy.deepcopy(session) if session is not None else default_session(model, sip=sip)
+        )
+        self.call_audio = call_audio
         self.conversation = Conversation(self.ids.new("conv"))
         self.received: list[dict[str, Any]] = []
         self.close_request: CloseRequest | None = None
@@ -178,6 +197,63 @@ class SimSession:
         """Responses started since the last call, for the server to drive (oldest first)."""
         runs, self._started = self._started, []
         return runs
+
+    def caller_audio(self, pcm16: bytes, sample_rate: int = G711_RATE) -> Events:
+        """Audio the caller sent over RTP on a SIP call, decoded to PCM16.
+
+        It goes through the same buffer and VAD as appended audio, so turns, barge-in and
+        automatic responses behave the same; it is not a client event (not in
+        :attr:`received`).
+
+        Args:
+            pcm16: Little-endian PCM16 mono, any length (odd trailing byte dropped).
+            sample_rate: Its rate (8000 for G.711 RTP).
+
+        Returns:
+            The server events this audio causes (VAD events, commit, response start).
+        """
+        pcm16 = pcm16[: len(pcm16) - len(pcm16) % 2]
+        ms = len(pcm16) / 2 / sample_rate * 1000
+        rate = self._vad.sample_rate if self._vad is not None else sample_rate
+        return self._take_input(resample_pcm16(pcm16, sample_rate, rate), ms)
+
+    def dtmf(self, key: str, received_at: int) -> Events:
+        """A keypad press the caller sent (RFC 4733 telephone-event) on a SIP call.
+
+        Args:
+            key: One of ``0-9 * # A-D``.
+            received_at: Unix time (s) the server received it.
+
+        Returns:
+            ``input_audio_buffer.dtmf_event_received`` (without ``event_id``, as the SDK's
+            type has none).
+
+        Raises:
+            ValueError: Not a DTMF key.
+        """
+        if key not in DTMF_KEYS or len(key) != 1:
+            raise ValueError(f"not a DTMF key: {key!r}")
+        return [
+            {"type": "input_audio_buffer.dtmf_event_received", "event": key,
+             "received_at": int(received_at)}
+        ]
+
+    def truncate_played(self, item_id: str, audio_end_ms: int) -> Events:
+        """Truncate an assistant item to the audio the caller heard (server side, SIP barge-in).
+
+        Args:
+            item_id: The assistant message that was playing.
+            audio_end_ms: How much of it was played, clamped to the audio generated.
+
+        Returns:
+            ``conversation.item.truncated``, or nothing for an item that is gone or has no
+            audio.
+        """
+        item = self.conversation.get(item_id)
+        sent = self.conversation.assistant_audio_ms.get(item_id)
+        if item is None or not sent:
+            return []
+        return self._apply_truncate(item, 0, max(0, min(audio_end_ms, int(sent + 1e-6))))
 
     def receive_text(self, data: str | bytes) -> Events:
         """Handle one WebSocket message (JSON text) from the client."""
@@ -244,7 +320,7 @@ class SimSession:
             raise ClientEventError(
                 "missing_required_parameter", "Missing required parameter: 'session'.", "session"
             )
-        new = apply_session_update(self.session, event["session"])
+        new = apply_session_update(self.session, event["session"], sip_call=self.call_audio)
         check_voice_change(self.session, new, self.conversation.audio_emitted)
         old, self.session = self.session, new
         if _input_config(old) != _input_config(new):
@@ -274,6 +350,12 @@ class SimSession:
     # --- input audio ----------------------------------------------------------------------
 
     def _append(self, event: dict[str, Any]) -> Events:
+        if self.call_audio:
+            raise ClientEventError(
+                APPEND_ON_CALL_CODE,
+                "input_audio_buffer.append is not supported on a SIP call: the caller's audio "
+                "arrives over RTP.",
+            )
         audio = required(event, "audio", str)
         try:
             raw = base64.b64decode(audio, validate=True)
@@ -286,7 +368,9 @@ class SimSession:
             pcm = decode_input(fmt, raw)
         except ValueError as exc:
             raise ClientEventError("invalid_value", f"Invalid 'audio': {exc}.", "audio") from None
-        ms = bytes_to_ms(fmt, len(raw))
+        return self._take_input(pcm, bytes_to_ms(fmt, len(raw)))
+
+    def _take_input(self, pcm: bytes, ms: float) -> Events:
         self._input_ms += ms
         self._buffer_ms += ms
         events: Events = []
@@ -469,6 +553,13 @@ class SimSession:
                 f"Audio content of {int(sent + 1e-6)}ms is already shorter than {audio_end_ms}ms",
                 "audio_end_ms",
             )
+        return self._apply_truncate(item, content_index, audio_end_ms)
+
+    def _apply_truncate(
+        self, item: dict[str, Any], content_index: int, audio_end_ms: int
+    ) -> Events:
+        item_id = item["id"]
+        sent = self.conversation.assistant_audio_ms.get(item_id) or 0.0
         part = item["content"][0]
         transcript = part.get("transcript")
         if isinstance(transcript, str) and sent > 0:

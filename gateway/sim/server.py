@@ -12,8 +12,11 @@ inspect :attr:`SimulatorServer.sessions` (every client and server event, in orde
 connections with :meth:`SimulatorServer.close_all` and refuse upgrades with
 :meth:`SimulatorServer.fail_next_connects`. With ``SimOptions.turn_log`` set, every VAD turn's
 timing (:mod:`gateway.sim.turns`) is appended to that file as a JSON line, and an event-loop
-lag probe runs, for benchmarks that subtract the simulator's own time. This is the only
-simulator module importing aiohttp.
+lag probe runs, for benchmarks that subtract the simulator's own time. The Realtime Calls
+side (OpenAI's SIP endpoint: webhooks, ``/v1/realtime/calls/...``, sidebands bound to a
+call, ``/sim/calls`` test control) is :mod:`gateway.sim.callserver`, mounted here; its
+webhooks go out through :mod:`gateway.sim.webhooks`. These three are the simulator's only
+modules importing aiohttp.
 """
 
 from __future__ import annotations
@@ -24,18 +27,25 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, TextIO
 
 from aiohttp import WSMsgType, web
 
+from gateway.sim.calldesk import CallDesk
 from gateway.sim.core import SimSession
+from gateway.sim.options import SimOptions
 from gateway.sim.responses import Close, Emit, Pace, Pause, ResponseRun, Synthesize
 from gateway.sim.scenario import ScenarioBook
-from gateway.sim.tts import ENGINES, MAX_TEXT_CHARS, synthesize, synthesize_async
+from gateway.sim.signing import WebhookFault
+from gateway.sim.simcall import Outlet, SimCall
+from gateway.sim.tts import MAX_TEXT_CHARS, synthesize, synthesize_async
 from gateway.sim.turns import TurnRecord, TurnTimer, answer_lead_ms, max_lag_ms
+
+__all__ = ["SERVICE_KEEP_CLOSED", "SimCall", "SimConnection", "SimOptions", "SimulatorServer",
+           "serve"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +59,8 @@ MAX_MESSAGE_BYTES: Final = 24 * 1024 * 1024
 #: How long a close handshake may take before the socket is just dropped.
 CLOSE_TIMEOUT_S: Final = 2.0
 _OUTBOX_OVERFLOW: Final = Close(1008, "Client is not reading server events.")
+#: The options of a simulator built without any.
+DEFAULT_OPTIONS: Final = SimOptions()
 #: Closed sessions a long-running simulator keeps for inspection (``gateway sim`` and the
 #: gateway's embedded simulator): enough to look at the last calls, bounded so memory is flat.
 SERVICE_KEEP_CLOSED: Final = 16
@@ -57,48 +69,6 @@ LAG_PROBE_S: Final = 0.01
 #: Lag probe wake-ups kept (10 s at 10 ms): enough to look around a turn's stop when its
 #: answer's first audio, after synthesis, is written seconds later. Oldest dropped.
 LAG_SAMPLES: Final = 1000
-
-
-@dataclass(frozen=True)
-class SimOptions:
-    """How the simulator behaves (not what it says: that is the scenario).
-
-    Attributes:
-        speed: Audio is sent this many times faster than real time.
-        chunk_ms: Audio per ``response.output_audio.delta``.
-        tts_engine: ``auto`` (espeak-ng if installed, else tones), ``espeak`` or ``tone``.
-        response_latency_ms: Delay between ``response.created`` and the first output.
-        default_model: Model reported for ``?call_id=`` sessions.
-        keep_closed: Closed sessions kept in :attr:`SimulatorServer.sessions` with their
-            event logs. ``None`` keeps all of them, for tests that read them afterwards; a
-            long-running simulator (``gateway sim``, the gateway's embedded one) keeps a few,
-            because each holds every event of its call (about 50 kB for a short call, all
-            its audio for a long one) and keeping all of them grows memory without bound.
-        turn_log: Path of a file to append one JSON line per VAD turn to
-            (:class:`~gateway.sim.turns.TurnRecord`: when the stop was read, when the first
-            audio of its answer was written, the configured latency, the event-loop lag
-            around the stop), for benchmarks; ``None`` (default): off, no probe, no cost.
-    """
-
-    speed: float = 4.0
-    chunk_ms: int = 100
-    tts_engine: str = "auto"
-    response_latency_ms: int = 50
-    default_model: str = "gpt-realtime-2.1"
-    keep_closed: int | None = None
-    turn_log: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ValueError(f"speed must be positive, got {self.speed}")
-        if not 10 <= self.chunk_ms <= 2000:
-            raise ValueError(f"chunk_ms must be within 10..2000, got {self.chunk_ms}")
-        if self.tts_engine not in ENGINES:
-            raise ValueError(f"tts_engine must be one of {', '.join(ENGINES)}")
-        if self.response_latency_ms < 0:
-            raise ValueError("response_latency_ms must not be negative")
-        if self.keep_closed is not None and self.keep_closed < 0:
-            raise ValueError("keep_closed must not be negative")
 
 
 class _Changes:
@@ -148,6 +118,8 @@ class SimConnection:
         closed: Whether the WebSocket is closed.
         close_code: The close code, once closed: the one the simulator sent when it closed,
             else the client's.
+        call: The Realtime call this sideband is bound to, or ``None`` (a ``?model=``
+            session, or a detached ``?call_id=`` one).
     """
 
     def __init__(
@@ -175,6 +147,18 @@ class SimConnection:
         #: Turn timing, with ``SimOptions.turn_log`` only; ended turns go to ``_turn_sink``.
         self.turns: TurnTimer | None = None
         self._turn_sink: Callable[[TurnRecord], None] | None = None
+        self.call: SimCall | None = None
+
+    @property
+    def closing(self) -> bool:
+        """Whether a close has been queued (or has happened)."""
+        return self._closing or self.closed
+
+    def end(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """Close after what is queued, or with ``abort`` cut the TCP connection now."""
+        if abort and self._transport is not None:
+            self._transport.abort()
+        self.close(code, reason)
 
     def _turns_ended(self, records: list[TurnRecord]) -> None:
         if self._turn_sink is not None:
@@ -315,12 +299,16 @@ class SimulatorServer:
         host: Interface to bind (tests use 127.0.0.1).
         port: Port to bind; 0 picks a free one.
         scenarios: What the simulated model says; the built-in default when ``None``.
-        options: Speed, chunking, TTS engine, latency, default model.
+        options: Speed, chunking, TTS engine, latency, default model, Realtime Calls.
 
     Attributes:
         sessions: Every accepted connection, live and closed, in connection order (only the
-            newest ``options.keep_closed`` closed ones when that is set).
+            newest ``options.keep_closed`` closed ones when that is set); sidebands of
+            Realtime Calls included.
         connect_attempts: Upgrade requests seen, including refused ones.
+
+    Realtime Calls (OpenAI's SIP side) are placed with :meth:`incoming_call` (or
+    ``POST /sim/calls``) and listed in :attr:`calls`; see :mod:`gateway.sim.calldesk`.
     """
 
     def __init__(
@@ -328,7 +316,7 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         scenarios: ScenarioBook | None = None,
-        options: SimOptions = SimOptions(),
+        options: SimOptions = DEFAULT_OPTIONS,
     ) -> None:
         self.host = host
         self.port = port
@@ -344,6 +332,7 @@ class SimulatorServer:
         self._turn_file: TextIO | None = None
         self._lag: deque[tuple[float, float]] = deque(maxlen=LAG_SAMPLES)
         self._lag_probe: asyncio.Task[None] | None = None
+        self._desk = CallDesk(options, self.scenarios, self._changes, self._drive)
 
     @property
     def ws_url(self) -> str:
@@ -354,6 +343,76 @@ class SimulatorServer:
     def http_url(self) -> str:
         """``http://HOST:PORT/v1``: the ``base_url`` for ``AsyncOpenAI``."""
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def control_url(self) -> str:
+        """``http://HOST:PORT/sim/calls``: the test-control API of Realtime Calls."""
+        return f"http://{self.host}:{self.port}/sim/calls"
+
+    @property
+    def calls(self) -> list[SimCall]:
+        """Every Realtime call placed, in order (the newest ``keep_closed`` over ones)."""
+        return self._desk.calls
+
+    def get_call(self, call_id: str) -> SimCall | None:
+        """The call with that ``rtc_...`` id, or ``None``."""
+        return self._desk.get(call_id)
+
+    async def incoming_call(
+        self,
+        sip_headers: Sequence[tuple[str, str]] | Sequence[Mapping[str, str]] | None = None,
+        *,
+        media_security: str | None = "rtp",
+        call_id: str | None = None,
+        duplicates: int = 0,
+        webhook_fault: WebhookFault | None = None,
+        deliver: bool = True,
+        scenario: str | None = None,
+    ) -> SimCall:
+        """A SIP INVITE reaches "OpenAI": place a ringing Realtime call and announce it.
+
+        The ``realtime.call.incoming`` webhook is POSTed to ``options.webhook_url`` (if
+        set) in the background, retried per the options; the call times out after
+        ``options.ring_timeout_s`` unless accepted or rejected.
+
+        Args:
+            sip_headers: The INVITE's headers as ``(name, value)`` pairs or
+                ``{"name", "value"}`` mappings; plausible From/To/Call-ID when ``None``.
+            media_security: ``sip_media_security`` of the webhook (``rtp``, ``srtp``, any
+                other string, or ``None`` to omit it).
+            call_id: The ``rtc_...`` id; a fresh one when ``None``.
+            duplicates: Extra deliveries of the call, each a separate event with its own
+                ``evt_`` and ``webhook-id`` (all sent at once), to test deduplication on
+                ``call_id``.
+            webhook_fault: Spoil every delivery: ``bad_signature``, ``stale_timestamp`` or
+                ``future_timestamp``.
+            deliver: ``False`` sends no webhook even if a URL is configured.
+            scenario: Scenario name for the call's session when no ``match`` selects one.
+
+        Returns:
+            The call, ringing.
+
+        Raises:
+            ValueError: A bad argument.
+        """
+        return await self._desk.incoming_call(
+            sip_headers,
+            media_security=media_security,
+            call_id=call_id,
+            duplicates=duplicates,
+            webhook_fault=webhook_fault,
+            deliver=deliver,
+            scenario=scenario,
+        )
+
+    async def wait_for_call(self, index: int = 0, timeout: float = 5) -> SimCall:  # noqa: ASYNC109
+        """The ``index``-th call placed (e.g. over ``POST /sim/calls``), waiting for it."""
+        found: SimCall = await self._changes.wait_for(
+            lambda: self._desk.calls[index] if len(self._desk.calls) > index else None,
+            timeout,
+            f"call {index}",
+        )
+        return found
 
     async def __aenter__(self) -> SimulatorServer:
         await self.start()
@@ -371,6 +430,7 @@ class SimulatorServer:
         """Bind and start serving."""
         app = web.Application()
         app.router.add_get(REALTIME_PATH, self._handle)
+        self._desk.add_routes(app)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S
         )
@@ -389,7 +449,8 @@ class SimulatorServer:
         _log.info("realtime simulator listening on %s", self.ws_url)
 
     async def stop(self) -> None:
-        """Close every live session (1001) and stop listening."""
+        """End every call, close every live session (1001) and stop listening."""
+        await self._desk.close()
         await self.close_all(1001, "The simulator is shutting down.")
         with contextlib.suppress(TimeoutError):
             await self._changes.wait_for(
@@ -458,13 +519,22 @@ class SimulatorServer:
             )
         query = dict(request.query)
         call_id = query.get("call_id")
-        core = SimSession(
-            model=query.get("model") or self.options.default_model,
-            scenarios=self.scenarios,
-            scenario=query.get("scenario"),
-            sip=call_id is not None,
-            chunk_ms=self.options.chunk_ms,
-        )
+        call = self._desk.get(call_id) if call_id else None
+        if call is not None:
+            if not call.can_attach() or call.core is None:
+                # Like the real API for a call with no running session: 404, empty body.
+                return web.Response(status=404)
+            core = call.core
+        elif call_id and not self.options.detached_sidebands:
+            return web.Response(status=404)
+        else:
+            core = SimSession(
+                model=query.get("model") or self.options.default_model,
+                scenarios=self.scenarios,
+                scenario=query.get("scenario"),
+                sip=call_id is not None,
+                chunk_ms=self.options.chunk_ms,
+            )
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -485,7 +555,13 @@ class SimulatorServer:
         _log.info("sim session %d opened (scenario %s)", conn.index, core.scenario.name)
         writer = asyncio.create_task(conn._write(ws), name=f"sim:{conn.index}:writer")
         try:
-            if "openai-beta" in (k.lower() for k in request.headers):
+            beta = "openai-beta" in (k.lower() for k in request.headers)
+            if call is not None and beta:
+                call.beta_rejection(conn)
+            elif call is not None:
+                conn.send(call.attach(conn))
+                await self._serve(conn, ws)
+            elif beta:
                 conn.send(core.beta_rejection())
             else:
                 conn.send(core.open())
@@ -535,6 +611,11 @@ class SimulatorServer:
             if msg.type == WSMsgType.TEXT:
                 read_at = time.time()
                 events = conn.core.receive_text(msg.data)
+                if conn.call is not None:
+                    if not conn.call.client_events(conn, events):
+                        break
+                    self._changes.notify()
+                    continue
                 conn.send(events)
                 if conn.turns is not None:
                     conn._turns_ended(
@@ -556,6 +637,8 @@ class SimulatorServer:
 
     def _after_core(self, conn: SimConnection) -> bool:
         """Start new responses and honour a close request; False once closing."""
+        if conn.call is not None:
+            return not conn.closing  # the call owns its session's responses
         for run in conn.core.take_started_responses():
             task = asyncio.create_task(
                 self._drive(conn, run), name=f"sim:{conn.index}:response:{run.id}"
@@ -594,7 +677,7 @@ class SimulatorServer:
             gone = {id(s) for s in closed[: len(closed) - keep]}
             self.sessions[:] = [s for s in self.sessions if id(s) not in gone]
 
-    async def _drive(self, conn: SimConnection, run: ResponseRun) -> None:
+    async def _drive(self, conn: Outlet, run: ResponseRun) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self.options.response_latency_ms / 1000)
         deadline = loop.time()
@@ -678,7 +761,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     scenarios: ScenarioBook | None = None,
-    options: SimOptions = SimOptions(),
+    options: SimOptions = DEFAULT_OPTIONS,
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run a simulator until cancelled.

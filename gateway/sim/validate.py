@@ -6,7 +6,9 @@ holds the effective session object (the one reported in ``session.created`` and
 ``session.updated``), its defaults, and the partial-update rules: only fields present in an
 update change, nested objects merge, ``null`` clears (``turn_detection``, ``noise_reduction``,
 ``transcription``, ``tracing``, ``prompt``, ``include``). Beta-shaped sessions are refused with
-``beta_api_shape_disabled`` and close code 4000, as the real API now does. Field names and
+``beta_api_shape_disabled`` and close code 4000, as the real API now does. The same rules
+validate the flat session body of a Realtime Calls ``accept`` (``root=""``), where, as on any
+SIP call, ``audio.*.format`` is refused (``sip_call``). Field names and
 defaults follow ``openai.types.realtime.realtime_session_create_request`` and its children.
 Pure: dicts in, dicts out, no I/O; an update is applied to a copy, so a refused update leaves
 the session untouched.
@@ -44,6 +46,9 @@ DEFAULT_INSTRUCTIONS: Final = (
 )
 #: Session lifetime reported in ``expires_at`` (the API's 60-minute maximum).
 SESSION_LIFETIME_S: Final = 3600
+#: Error code of the simulator's refusal of ``audio.*.format`` on a SIP call (not a real API
+#: code: the real API accepts the field, and the call's audio breaks).
+SIP_FORMAT_CODE: Final = "sip_audio_format_not_allowed"
 
 _BETA_KEYS: Final = frozenset(
     """
@@ -59,6 +64,8 @@ _TOP_KEYS: Final = tuple(
     tracing truncation prompt include reasoning parallel_tool_calls
     """.split()
 )
+#: The fields of a GA session object (a ``session.update``'s ``session``, an accept body).
+SESSION_KEYS: Final = _TOP_KEYS
 _SERVER_VAD_KEYS: Final = tuple(
     """
     type threshold prefix_padding_ms silence_duration_ms create_response
@@ -185,12 +192,24 @@ def semantic_vad_defaults() -> dict[str, Any]:
     }
 
 
-def apply_session_update(current: dict[str, Any], update: Any) -> dict[str, Any]:
+def apply_session_update(
+    current: dict[str, Any],
+    update: Any,
+    *,
+    root: str = "session",
+    sip_call: bool = False,
+) -> dict[str, Any]:
     """Validate the ``session`` of a ``session.update`` and apply it.
 
     Args:
         current: The effective session (as from :func:`default_session`); not mutated.
         update: The ``session`` member of the client event, as decoded from JSON.
+        root: Path prefix of the object in error messages and ``param``: ``session`` for a
+            ``session.update``, ``""`` for the flat body of ``POST /v1/realtime/calls/{id}/accept``.
+        sip_call: The session belongs to a SIP call, whose audio format is negotiated in SDP:
+            ``audio.input.format`` and ``audio.output.format`` are refused
+            (:data:`SIP_FORMAT_CODE`). The real API accepts them and the call's audio breaks;
+            the simulator refuses them so the gateway is tested not to send them.
 
     Returns:
         The new effective session, a separate object from ``current`` and ``update``.
@@ -198,29 +217,32 @@ def apply_session_update(current: dict[str, Any], update: Any) -> dict[str, Any]
     Raises:
         SessionError: The update is refused; nothing was applied.
     """
-    session = _object(update, "session")
+    session = _object(update, root or "body")
+    if sip_call:
+        _refuse_sip_format(session, root)
     _reject_beta(session)
+    type_path = _at(root, "type")
     if "type" not in session:
-        raise _missing("session.type")
+        raise _missing(type_path)
     kind = session["type"]
     if not isinstance(kind, str):
-        raise _type_error("session.type", "a string", kind)
+        raise _type_error(type_path, "a string", kind)
     if kind == "transcription":
         raise SessionError(
             "invalid_value",
-            "The simulator does not support transcription sessions (session.type "
-            "'transcription'); use session.type 'realtime'.",
-            param="session.type",
+            f"The simulator does not support transcription sessions ({type_path} "
+            "'transcription'); use 'realtime'.",
+            param=type_path,
         )
     if kind != "realtime":
-        raise _value_error("session.type", kind, ("realtime", "transcription"))
-    _check_keys(session, _TOP_KEYS, "session")
+        raise _value_error(type_path, kind, ("realtime", "transcription"))
+    _check_keys(session, _TOP_KEYS, root)
 
     new = copy.deepcopy(current)
     for key, value in session.items():
         if key == "type":
             continue
-        path = f"session.{key}"
+        path = _at(root, key)
         if key == "audio":
             new["audio"] = _merge_audio(new.get("audio") or {}, value, path)
         elif key == "tracing":
@@ -230,8 +252,25 @@ def apply_session_update(current: dict[str, Any], update: Any) -> dict[str, Any]
         else:
             new[key] = _SIMPLE_FIELDS[key](value, path)
     if "tool_choice" in session:
-        _check_tool_choice_target(new["tool_choice"], new.get("tools") or [])
+        _check_tool_choice_target(new["tool_choice"], new.get("tools") or [], root)
     return new
+
+
+def _refuse_sip_format(session: Mapping[str, Any], root: str) -> None:
+    audio = session.get("audio")
+    if not isinstance(audio, dict):
+        return
+    for side in ("input", "output"):
+        block = audio.get(side)
+        if isinstance(block, dict) and "format" in block:
+            path = _at(root, f"audio.{side}.format")
+            raise SessionError(
+                SIP_FORMAT_CODE,
+                f"Do not set '{path}' on a SIP call: its audio format is negotiated in SDP. "
+                "(Simulator rule: the real API accepts the field and the call's audio comes "
+                "out distorted or silent.)",
+                param=path,
+            )
 
 
 def check_voice_change(
@@ -328,12 +367,16 @@ def _object(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
+def _at(path: str, key: str) -> str:
+    """``path.key``, or just ``key`` at the root of a flat body (``path`` empty)."""
+    return f"{path}.{key}" if path else key
+
+
 def _check_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
     for key in obj:
         if key not in allowed:
-            raise SessionError(
-                "unknown_parameter", f"Unknown parameter: '{path}.{key}'.", param=f"{path}.{key}"
-            )
+            where = _at(path, key)
+            raise SessionError("unknown_parameter", f"Unknown parameter: '{where}'.", param=where)
 
 
 def _string(value: Any, path: str) -> str:
@@ -497,13 +540,14 @@ def _tool_choice(value: Any, path: str) -> str | dict[str, Any]:
     return {"type": "function", "name": _string(choice["name"], f"{path}.name")}
 
 
-def _check_tool_choice_target(choice: Any, tools: list[dict[str, Any]]) -> None:
+def _check_tool_choice_target(choice: Any, tools: list[dict[str, Any]], root: str) -> None:
     if isinstance(choice, dict) and choice["name"] not in {t.get("name") for t in tools}:
+        path = _at(root, "tool_choice.name")
         raise SessionError(
             "invalid_value",
-            f"Invalid value for 'session.tool_choice.name': no tool named "
-            f"'{choice['name']}' is configured in session.tools.",
-            param="session.tool_choice.name",
+            f"Invalid value for '{path}': no tool named "
+            f"'{choice['name']}' is configured in {_at(root, 'tools')}.",
+            param=path,
         )
 
 

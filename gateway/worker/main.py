@@ -46,13 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Realtime URL is the control process's embedded simulator")
     parser.add_argument("--front-address", action="append", default=[],
                         help="source address of the SIP front (repeatable); none: no front")
+    parser.add_argument("--own-transports", action="store_true",
+                        help="no front: bind the configured sip.transports (not --sip-port)")
 
 
 def worker_settings(settings: Settings, args: argparse.Namespace) -> Settings:
     """The settings of this worker's slot, derived from the gateway's."""
+    transports = settings.sip.transports if args.own_transports else \
+        (TransportSettings(type="udp", host="127.0.0.1", port=args.sip_port),)
     sip = dataclasses.replace(
-        settings.sip,
-        transports=(TransportSettings(type="udp", host="127.0.0.1", port=args.sip_port),),
+        settings.sip, transports=transports,
         rtp_port_start=args.rtp_port_start, rtp_port_range=args.rtp_port_range,
         public_address=settings.sip.public_address)
     realtime = dataclasses.replace(settings.realtime, url=args.realtime_url)

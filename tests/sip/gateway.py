@@ -97,7 +97,8 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                       calls: Mapping[str, Any] | None = None, call_content: bool = False,
                       realtime: Mapping[str, Any] | None = None,
                       run_seconds: float = 120.0,
-                      drain_timeout_s: float = 3.0) -> AsyncIterator[Gateway]:
+                      drain_timeout_s: float = 3.0, control_port: int = 0,
+                      extra: Mapping[str, Any] | None = None) -> AsyncIterator[Gateway]:
     """Start ``gateway run`` with ``dialplan`` and the realtime URL of ``sim``."""
     port = free_udp_port()
     rtp = free_udp_port_block(40)
@@ -109,10 +110,10 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
     sip_cfg.update(sip or {})
     # Port 0: the control process's HTTP server (with SIP workers) never collides.
     config = {"realtime": {"url": sim.ws_url, **(realtime or {})}, "sip": sip_cfg,
-              "control": {"port": 0, "drain_timeout_s": drain_timeout_s},
+              "control": {"port": control_port, "drain_timeout_s": drain_timeout_s},
               "dialplan": str(dialplan_path),
               "logging": {"level": "DEBUG", "call_content": call_content},
-              "calls": dict(calls or {})}
+              "calls": dict(calls or {}), **(extra or {})}
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     proc_env = {**os.environ, "OPENAI_API_KEY": "sk-local-test-key", **(env or {})}
