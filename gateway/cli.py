@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="send agent audio this many times faster than real time (default 4)")
     sim.add_argument("--tts", choices=("auto", "espeak", "tone"), default="auto",
                      help="speech synthesis: espeak-ng, tones, or auto (espeak-ng if installed)")
+    sim.add_argument("--webhook-url", metavar="URL",
+                     help="Realtime Calls: POST realtime.call.incoming here for each call placed "
+                     "with POST /sim/calls (e.g. the gateway's http://127.0.0.1:8080/openai/webhook)")
+    sim.add_argument("--webhook-secret-env", default="OPENAI_WEBHOOK_SECRET", metavar="VAR",
+                     help="environment variable holding the whsec_... signing secret "
+                     "(default OPENAI_WEBHOOK_SECRET; never on the command line)")
+    sim.add_argument("--ring-timeout", type=float, default=30.0, metavar="S",
+                     help="Realtime Calls: a call not accepted within S seconds times out "
+                     "(default 30)")
     sim.add_argument("--run-seconds", type=float, default=None, help=argparse.SUPPRESS)
 
     call = sub.add_parser("call", help="place a test call (pjsua2 softphone)",
@@ -298,9 +307,16 @@ def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.scenario import ScenarioBook, load_scenarios
     from gateway.sim.server import SERVICE_KEEP_CLOSED, SimOptions, serve
 
-    setup_logging("INFO")
+    secret = os.environ.get(args.webhook_secret_env, "") if args.webhook_url else ""
+    setup_logging("INFO", secrets=[secret] if secret else [])
+    if args.webhook_url and not secret:
+        print(f"error: --webhook-url needs the signing secret in ${args.webhook_secret_env}",
+              file=sys.stderr)
+        return 2
     book = load_scenarios(args.scenarios) if args.scenarios else ScenarioBook.default()
-    options = SimOptions(speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED)
+    options = SimOptions(speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED,
+                         webhook_url=args.webhook_url, webhook_secret=secret or None,
+                         ring_timeout_s=args.ring_timeout)
 
     def ready(url: str) -> None:
         log.info("Realtime simulator listening on %s (no API key needed; any Bearer token works)",
@@ -316,7 +332,7 @@ def _sim(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
-    secrets = [settings.realtime.api_key.value,
+    secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
                *(h.value for h in settings.realtime.headers.values()),
                *(a.password.value for a in settings.sip.accounts)]
     setup_logging(settings.logging.level, settings.logging.format, secrets)
@@ -338,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
-    secrets = [settings.realtime.api_key.value,
+    secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
                *(h.value for h in settings.realtime.headers.values()),
                *(a.password.value for a in settings.sip.accounts)]
     setup_logging(settings.logging.level, settings.logging.format, secrets)
