@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,12 +122,25 @@ class AgentServices:
 
 @dataclass
 class ActivityLog:
-    """What the agent did on the call, for the call record (no call content)."""
+    """What the agent did on the call, for the call record (no call content).
+
+    ``listener`` hears each entry as it happens (a SIP worker's link reports them to the
+    control process as ``call_event``); it must be quick and never raise.
+    """
 
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, object]] = field(default_factory=list)
     guardrail_events: list[dict[str, object]] = field(default_factory=list)
     dtmf_digits: int = 0
+    listener: Callable[[str, Mapping[str, Any]], None] | None = None
+
+    def note(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Tell the listener about one entry (kinds: ``docs/ipc.md``, ``call_event``)."""
+        if self.listener is not None:
+            try:
+                self.listener(kind, data)
+            except Exception:  # telemetry must never break a call
+                log.exception("call event listener failed")
 
 
 class CallAgent:
@@ -335,13 +348,16 @@ class CallAgent:
                           f": {exc}" if self.log_content else "")
                 outcome = ToolOutcome.failure(f"tool {name} failed: {type(exc).__name__}")
             category = tool_error_category(outcome.error)
-            self.activity.tool_calls.append({
+            entry = {
                 "name": name, "ok": outcome.ok,
                 "duration_s": round(time.monotonic() - started, 3),
                 **({"error": outcome.error if self.log_content else category}
                    if outcome.error else {}),
                 **({"arguments": arguments, "output": outcome.output}
-                   if self.log_content else {})})
+                   if self.log_content else {})}
+            self.activity.tool_calls.append(entry)
+            self.activity.note("tool", {k: v for k, v in entry.items()
+                                        if k not in ("arguments", "output")})
             await self.control.send(rt.ConversationItemCreate.function_call_output(
                 call_id, outcome.output))
         finally:
@@ -448,6 +464,7 @@ class CallAgent:
             # The model writes reason and context from what the caller said.
             entry = {k: v for k, v in entry.items() if k not in ("reason", "context")}
         self.activity.handoffs.append(entry)
+        self.activity.note("handoff", entry)
         log.info("%s: handoff %s -> %s", self.name, previous.name, target.name)
         return ToolOutcome.success(json.dumps({"ok": True, "now_speaking": target.name}))
 
@@ -488,6 +505,7 @@ class CallAgent:
         event = guardrails.GuardrailEvent.from_trip(trip, check, at=time.time(),
                                                     include_text=self.log_content)
         self.activity.guardrail_events.append(event.as_dict())
+        self.activity.note("guardrail", self.activity.guardrail_events[-1])
         log.warning("%s: guardrail %s tripped (%s)", self.name, trip.guardrail, trip.action)
         played: PlayedState | None = None
         for step in guardrails.plan_trip(trip, item_id=check.item_id,
@@ -521,6 +539,7 @@ class CallAgent:
     async def on_dtmf(self, digit: str) -> None:
         """A keypad digit from the caller."""
         self.activity.dtmf_digits += 1
+        self.activity.note("dtmf", {"digits": self.activity.dtmf_digits})
         await self._apply_dtmf(self._dtmf.on_digit(digit, time.monotonic()))
         self._arm_dtmf_timer()
 

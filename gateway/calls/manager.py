@@ -15,9 +15,9 @@ import asyncio
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.calls.conversation import AgentServices, TransferResult, say_exactly
 from gateway.calls.session import (
@@ -67,6 +67,9 @@ class CallObserver(Protocol):
 
     def call_ended(self, record: CallRecord) -> None:
         """A call is over (refused calls too); ``record`` is its final record."""
+
+    def call_event(self, leg_id: int, kind: str, data: Mapping[str, Any]) -> None:
+        """Something happened on a live call (a tool ran, a barge-in...; no call content)."""
 
 
 @dataclass
@@ -255,6 +258,10 @@ class CallManager:
                               self.services)
         self._sessions[offer.leg_id] = session
         self._has_sessions.set()
+        observer = self.observer
+        if observer is not None:
+            session.actor.activity.listener = functools.partial(observer.call_event,
+                                                                offer.leg_id)
         self.stats.sessions += 1
         content = self.settings.logging.call_content
         log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,

@@ -357,6 +357,7 @@ class CallSession:
             return "caller cancelled"
         self.sip.answer(self.leg_id, 200)
         self.record.answered = True
+        self.actor.activity.note("state", {"state": "answered"})
         try:
             await asyncio.wait_for(self._media_active.wait(), MEDIA_TIMEOUT_S)
         except TimeoutError:
@@ -608,11 +609,13 @@ class CallSession:
             except Exception as exc:  # e.g. the SIP command queue is full
                 self.log.error("REFER not sent: %s", type(exc).__name__)
                 return TransferResult(False, 500, "the transfer could not be started")
-            return await asyncio.wait_for(self._transfer, timeout_s)
+            result = await asyncio.wait_for(self._transfer, timeout_s)
         except TimeoutError:
-            return TransferResult(False, 408, "no final NOTIFY in time")
+            result = TransferResult(False, 408, "no final NOTIFY in time")
         finally:
             self._transfer = None
+        self.actor.activity.note("transfer", {"ok": result.ok, "status": result.status})
+        return result
 
     def send_dtmf(self, digits: str) -> None:
         """Send RFC 4733 digits to the caller."""
@@ -627,6 +630,7 @@ class CallSession:
         if played is None:
             return  # the caller spoke while the agent was quiet: nothing to interrupt
         self.record.barge_ins += 1
+        self.actor.activity.note("barge_in", {"count": self.record.barge_ins})
         if played.item_id not in self._live_items:
             return  # audio of a replaced session: the new one has no such item
         # flush() reports the item still being played: its tail was cut, so the server's

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Final, assert_never
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Final, assert_never
 
 from gateway.calls.manager import CallManager
 from gateway.calls.session import CallRecord
+from gateway.errors import GatewayError
 from gateway.ipc import messages as m
 from gateway.ipc.channel import ChannelClosed, WorkerChannel
 from gateway.sip.events import IncomingCall
@@ -45,6 +48,8 @@ log = logging.getLogger("gateway.worker")
 LOAD_INTERVAL_S: Final = 1.0
 #: Lifecycle messages waiting for the channel (one call makes three).
 _QUEUE_SIZE: Final = 4096
+#: Largest ``call_event`` data sent (the protocol's bound is 16 KiB).
+_MAX_EVENT_BYTES: Final = 8 * 1024
 #: Commands (hangup, transfer, say) running at once.
 MAX_COMMANDS: Final = 256
 #: How long a transfer commanded by the control process waits for its final NOTIFY.
@@ -135,6 +140,22 @@ class WorkerLink:
         reason = (record.end_reason or "ended")[:512]
         self._put(m.CallEnded(self.call_id(record.leg_id), reason, record.as_dict()))
         self._send_load()
+
+    def call_event(self, leg_id: int, kind: str, data: Mapping[str, Any]) -> None:
+        """Report something that happened on a live call (droppable telemetry)."""
+        if kind not in m.CALL_EVENT_KINDS:
+            log.debug("call event %s not in the protocol: not reported", kind)
+            return
+        try:
+            body = json.loads(json.dumps(dict(data), default=str))
+        except (TypeError, ValueError):
+            body = {}
+        if len(json.dumps(body)) > _MAX_EVENT_BYTES:
+            body = {"truncated": True}
+        with contextlib.suppress(ChannelClosed, GatewayError):
+            self.channel.send_nowait(m.CallEvent(self.call_id(leg_id),
+                                                 typing.cast(m.CallEventKind, kind),
+                                                 time.time(), body))
 
     # Internals ---------------------------------------------------------------------------
 

@@ -329,11 +329,20 @@ async def test_tools_run_in_the_control_process_pool_never_in_a_worker(
                         env={"GATEWAY_TEST_IMPORT_LOG": str(imports)}) as gw:
         workers = _worker_pids(gw)
         control = gw.pid
-        result = await run_sipp_async("uac_pcmu", gw.target, log_dir=tmp_path / "call",
-                                      media_port=free_udp_port_block(4), hold_ms=7000,
-                                      keys={"audio_file": str(audio)}, timeout_s=30)
+        with start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "call",
+                        media_port=free_udp_port_block(4), calls=1, hold_ms=7000,
+                        keys={"audio_file": str(audio)}, timeout_s=30) as sipp:
+            live = await asyncio.to_thread(
+                _wait, lambda: (_get(gw, "/v1/calls")["calls"] or [None])[0], 20.0,
+                "the call to be live")
+            result = await asyncio.to_thread(sipp.result, 30.0)
         assert result.ok, result.describe()
         await gw.wait_log("tool worker process(es)")
+        # The worker reported what happened on the call as it happened (call_event).
+        ended = await asyncio.to_thread(
+            _wait, lambda: (c := _get(gw, f"/v1/calls/{live['call_id']}")["call"]).get(
+                "end_reason") and c, 10.0, "the call to be recorded ended")
+        assert ended["events"].get("tool") == 1 and ended["events"].get("state") == 1, ended
         ran_in = output_of(function_calls(sim.sessions[0]), "whoami")
         assert isinstance(ran_in, int)
         parent = _parent_pid(ran_in)
