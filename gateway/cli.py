@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ring-timeout", type=float, default=30.0, metavar="S",
                      help="Realtime Calls: a call not accepted within S seconds times out "
                      "(default 30)")
+    sim.add_argument("--sip-port", type=int, metavar="PORT",
+                     help="Realtime Calls: answer SIP calls (UDP and TCP) on --host:PORT like "
+                     "OpenAI's SIP endpoint: each INVITE rings, posts the webhook and waits for "
+                     "accept (0 picks a free port; default: no SIP endpoint)")
+    sim.add_argument("--sip-tls-port", type=int, metavar="PORT",
+                     help="also SIP over TLS on this port (needs --sip-tls-cert/--sip-tls-key)")
+    sim.add_argument("--sip-tls-cert", metavar="PEM", help="TLS certificate for --sip-tls-port")
+    sim.add_argument("--sip-tls-key", metavar="PEM", help="TLS private key for --sip-tls-port")
     sim.add_argument("--run-seconds", type=float, default=None, help=argparse.SUPPRESS)
 
     call = sub.add_parser("call", help="place a test call (pjsua2 softphone)",
@@ -314,9 +322,16 @@ def _sim(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     book = load_scenarios(args.scenarios) if args.scenarios else ScenarioBook.default()
-    options = SimOptions(speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED,
-                         webhook_url=args.webhook_url, webhook_secret=secret or None,
-                         ring_timeout_s=args.ring_timeout)
+    try:
+        options = SimOptions(
+            speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED,
+            webhook_url=args.webhook_url, webhook_secret=secret or None,
+            ring_timeout_s=args.ring_timeout, sip_port=args.sip_port, sip_host=args.host,
+            sip_tls_port=args.sip_tls_port, sip_tls_cert_file=args.sip_tls_cert,
+            sip_tls_key_file=args.sip_tls_key)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     def ready(url: str) -> None:
         log.info("Realtime simulator listening on %s (no API key needed; any Bearer token works)",

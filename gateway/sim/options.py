@@ -4,7 +4,8 @@ One frozen :class:`SimOptions`, validated when built, is handed to
 :class:`~gateway.sim.server.SimulatorServer` (which re-exports it): pacing and chunking of the
 model's audio, the TTS engine, latency, the default model, how many closed sessions are kept,
 the turn log, and for Realtime Calls the webhook target, secret and delivery policy, the ring
-timeout and the speed at which a SIP call plays the agent to the caller. No I/O.
+timeout and the speed at which a SIP call plays the agent to the caller, and where the SIP
+endpoint (:mod:`gateway.sim.siplink`) listens. No I/O.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ class SimOptions:
         detached_sidebands: A ``?call_id=`` the simulator never placed opens a session with no
             call behind it (the behaviour before Realtime Calls); ``False`` answers 404, as
             the real API does.
+        sip_port: Run the SIP endpoint (a pjsua2 process) with UDP and TCP on this port
+            (0: a free one, shared by both); ``None`` (default): no SIP endpoint.
+        sip_host: Address the SIP endpoint and its RTP bind.
+        sip_transports: Which of ``udp``, ``tcp`` listen on ``sip_port``.
+        sip_tls_port: Also listen for SIP over TLS on this port (0: a free one); needs
+            ``sip_tls_cert_file`` and ``sip_tls_key_file`` (PEM).
+        sip_tls_cert_file: The TLS server certificate (PEM).
+        sip_tls_key_file: Its private key (PEM).
+        sip_rtp_port: First RTP port of the endpoint's calls (0: any free ones).
+        sip_log_level: pjsip's own log level (0-5) in the endpoint process.
     """
 
     speed: float = 4.0
@@ -64,6 +75,14 @@ class SimOptions:
     ring_timeout_s: float = 30.0
     playout_speed: float = 1.0
     detached_sidebands: bool = True
+    sip_port: int | None = None
+    sip_host: str = "127.0.0.1"
+    sip_transports: tuple[str, ...] = ("udp", "tcp")
+    sip_tls_port: int | None = None
+    sip_tls_cert_file: str | None = None
+    sip_tls_key_file: str | None = None
+    sip_rtp_port: int = 0
+    sip_log_level: int = 1
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -91,3 +110,18 @@ class SimOptions:
             raise ValueError("ring_timeout_s must be positive")
         if not self.playout_speed > 0:
             raise ValueError("playout_speed must be positive")
+        self._check_sip()
+
+    def _check_sip(self) -> None:
+        for port in (self.sip_port, self.sip_tls_port, self.sip_rtp_port):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"SIP ports must be within 0..65535, got {port}")
+        if not self.sip_transports or set(self.sip_transports) - {"udp", "tcp"}:
+            raise ValueError("sip_transports must be some of 'udp', 'tcp' (TLS: sip_tls_port)")
+        if self.sip_tls_port is not None and self.sip_port is None:
+            raise ValueError("sip_tls_port needs sip_port (TLS is an extra transport)")
+        if self.sip_tls_port is not None and not (self.sip_tls_cert_file
+                                                  and self.sip_tls_key_file):
+            raise ValueError("sip_tls_port needs sip_tls_cert_file and sip_tls_key_file")
+        if not 0 <= self.sip_log_level <= 5:
+            raise ValueError("sip_log_level must be within 0..5")

@@ -14,9 +14,10 @@ connections with :meth:`SimulatorServer.close_all` and refuse upgrades with
 timing (:mod:`gateway.sim.turns`) is appended to that file as a JSON line, and an event-loop
 lag probe runs, for benchmarks that subtract the simulator's own time. The Realtime Calls
 side (OpenAI's SIP endpoint: webhooks, ``/v1/realtime/calls/...``, sidebands bound to a
-call, ``/sim/calls`` test control) is :mod:`gateway.sim.callserver`, mounted here; its
-webhooks go out through :mod:`gateway.sim.webhooks`. These three are the simulator's only
-modules importing aiohttp.
+call, ``/sim/calls`` test control) is :mod:`gateway.sim.calldesk`, mounted here; its
+webhooks go out through :mod:`gateway.sim.webhooks`; with ``SimOptions.sip_port`` its SIP
+endpoint process is started and stopped here too (:mod:`gateway.sim.siplink`). These three
+are the simulator's only modules importing aiohttp.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.sim.responses import Close, Emit, Pace, Pause, ResponseRun, Synthes
 from gateway.sim.scenario import ScenarioBook
 from gateway.sim.signing import WebhookFault
 from gateway.sim.simcall import Outlet, SimCall
+from gateway.sim.siplink import SipLink, SipTransport
 from gateway.sim.tts import MAX_TEXT_CHARS, synthesize, synthesize_async
 from gateway.sim.turns import TurnRecord, TurnTimer, answer_lead_ms, max_lag_ms
 
@@ -333,6 +335,7 @@ class SimulatorServer:
         self._lag: deque[tuple[float, float]] = deque(maxlen=LAG_SAMPLES)
         self._lag_probe: asyncio.Task[None] | None = None
         self._desk = CallDesk(options, self.scenarios, self._changes, self._drive)
+        self._sip: SipLink | None = None
 
     @property
     def ws_url(self) -> str:
@@ -348,6 +351,22 @@ class SimulatorServer:
     def control_url(self) -> str:
         """``http://HOST:PORT/sim/calls``: the test-control API of Realtime Calls."""
         return f"http://{self.host}:{self.port}/sim/calls"
+
+    @property
+    def sip_transports(self) -> list[SipTransport]:
+        """Where the SIP endpoint listens (empty without ``SimOptions.sip_port``)."""
+        return self._sip.transports if self._sip is not None else []
+
+    def sip_target(self, transport: str = "udp") -> str:
+        """``host:port`` of the SIP endpoint's ``transport`` (as SIPp takes it).
+
+        Raises:
+            ValueError: The endpoint does not listen on ``transport`` (or does not run).
+        """
+        for t in self.sip_transports:
+            if t.type == transport:
+                return t.target
+        raise ValueError(f"the simulator's SIP endpoint has no {transport} transport")
 
     @property
     def calls(self) -> list[SimCall]:
@@ -443,6 +462,14 @@ class SimulatorServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        if self.options.sip_port is not None:
+            sip = SipLink(self._desk, self.options)
+            try:
+                await sip.start()
+            except BaseException:
+                await self.stop()
+                raise
+            self._sip = sip
         if self.options.turn_log is not None:
             self._turn_file = _open_turn_log(self.options.turn_log)
             self._lag_probe = asyncio.create_task(self._probe_lag(), name="sim:lag-probe")
@@ -450,6 +477,9 @@ class SimulatorServer:
 
     async def stop(self) -> None:
         """End every call, close every live session (1001) and stop listening."""
+        if self._sip is not None:
+            sip, self._sip = self._sip, None
+            await sip.stop()  # BYE to every SIP caller while the calls still exist
         await self._desk.close()
         await self.close_all(1001, "The simulator is shutting down.")
         with contextlib.suppress(TimeoutError):

@@ -9,7 +9,7 @@ sideband WebSocket is connected: caller audio (PCM16 8 kHz, as the SIP endpoint 
 from RTP) runs its VAD and scenario turns, keypad presses become
 ``input_audio_buffer.dtmf_event_received``. The agent's audio goes to the call's
 :class:`~gateway.sim.playout.AgentPlayout` and is played in real time (times
-``playout_speed``) to :attr:`SimCall.on_agent_audio`, the future RTP sender; the sidebands get
+``playout_speed``) to :attr:`SimCall.on_agent_audio` (the SIP endpoint's RTP); the sidebands get
 ``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` when that audio plays, never
 ``response.output_audio.delta`` (undocumented on a SIP sideband: the gateway must not rely on
 it). A VAD barge-in, or ``output_audio_buffer.clear``, while the caller hears the agent stops

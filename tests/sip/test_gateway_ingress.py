@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from tests.support.kamailio import TEST_PASSWORD, Kamailio
 from tests.support.procs import free_tcp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, rtp_streams
 from tests.support.sipp import run_sipp_async
+from tests.support.tls import self_signed
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
 
@@ -71,20 +71,12 @@ async def test_bad_registration_password_is_reported_without_the_secret(tmp_path
             assert wrong not in gw.log()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_tcp_and_tls_transports_take_calls(tmp_path: Path, transport: str) -> None:
     port = free_tcp_port()
     spec: dict[str, object] = {"type": transport, "host": "127.0.0.1", "port": port}
     if transport == "tls":
-        cert, key = _self_signed(tmp_path)
+        cert, key = self_signed(tmp_path)
         spec.update(cert_file=str(cert), key_file=str(key))
     async with SimulatorServer() as sim, run_gateway(
             tmp_path, sim, GREETING_AGENT, sip={"transports": [

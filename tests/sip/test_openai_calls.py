@@ -10,6 +10,7 @@ simulator's own ``SimCall`` (speech fed into its session, DTMF injected), not a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,39 @@ async def test_bad_signatures_and_duplicates_never_accept_a_call(tmp_path: Path)
     assert "webhook refused (401): the signature does not match" in log
     assert "webhook refused (400): webhook-timestamp is more than 300 s in the past" in log
     assert log.count(f"openai call {twice.call_id} -> route direct") == 1
+
+
+async def test_a_sipp_caller_dials_openai_and_hears_the_gateways_agent(tmp_path: Path) -> None:
+    """SIPp -> the simulator's SIP endpoint ("OpenAI") -> webhook -> gateway -> accept ->
+    sideband agent; the greeting comes back to SIPp as RTP, the caller's BYE ends it."""
+    from tests.support.audio import silence_pcm16, write_g711
+    from tests.support.capture import Capture
+    from tests.support.procs import free_udp_port_block
+    from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
+    from tests.support.sipp import start_sipp
+
+    port = free_tcp_port()
+    options = SimOptions(tts_engine="tone", webhook_url=f"http://127.0.0.1:{port}/openai/webhook",
+                         webhook_secret=SECRET, sip_port=0)
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(6000))
+    media_port = free_udp_port_block(4)
+    async with SimulatorServer(scenarios=parse_scenarios(BOOK), options=options) as sim, \
+            run_gateway(tmp_path, sim, PLAN, control_port=port, extra=_config(sim),
+                        env={"OPENAI_WEBHOOK_SECRET": SECRET}) as gw:
+        with Capture(tmp_path / "rtp.pcap", f"udp and dst port {media_port}") as cap, \
+                start_sipp("uac_pcmu", sim.sip_target("udp"), log_dir=tmp_path / "sipp",
+                           media_port=media_port, hold_ms=6000, service="+18005550100",
+                           keys={"audio_file": str(audio)}, timeout_s=30) as sipp:
+            call = await sim.wait_for_call(0, timeout=10)
+            await call.wait_accepted(timeout=10)
+            result = await asyncio.to_thread(sipp.result, 30.0)
+            assert await call.wait_ended(timeout=10) == "caller"
+        await gw.wait_log("call record:")
+        log = gw.log()
+    assert result.ok, result.describe()
+    assert result.final_statuses() == [200]
+    assert f"openai call {call.call_id} -> route direct" in log
+    streams = [s for s in rtp_streams(cap.packets()) if s.dport == media_port]
+    assert streams, "no RTP reached the caller"
+    loud = max(sum(level > -45.0 for level in frame_dbfs(decode_stream(s))) for s in streams)
+    assert loud >= 25, f"the caller heard {loud} loud frames of the greeting"

@@ -357,16 +357,11 @@ async def test_tools_run_in_the_control_process_pool_never_in_a_worker(
                     reason="kamailio-tls-modules is installed by scripts/dev.sh setup")
 async def test_a_tls_caller_reaches_an_agent_through_the_front(tmp_path: Path) -> None:
     """The front listens on TLS (Kamailio's tls module) and relays to UDP workers."""
-    import subprocess
-
     from tests.sip.gateway import GATEWAY, REPO
     from tests.support.procs import free_tcp_port, free_udp_port
+    from tests.support.tls import self_signed
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    await asyncio.to_thread(
-        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                         "-keyout", str(key), "-out", str(cert), "-days", "1",
-                         "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=30)
+    cert, key = await asyncio.to_thread(self_signed, tmp_path)
     tls_port = free_tcp_port()
     sip = {**_front_config(workers=2), "transports": [
         {"type": "udp", "host": "127.0.0.1", "port": free_udp_port()},
