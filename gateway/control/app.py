@@ -203,7 +203,10 @@ async def run_control(settings: Settings, plan: Plan, *,
         readiness.draining("shutting down")
         if webhooks is not None:
             webhooks.drain()
-        await _drain(settings, supervisor, front, fast)
+            await asyncio.gather(_drain(settings, supervisor, front, fast),
+                                 webhooks.finish(settings.control.drain_timeout_s))
+        else:
+            await _drain(settings, supervisor, front, fast)
 
 
 def _http_host(host: str) -> str:

@@ -47,6 +47,8 @@ log = logging.getLogger("gateway.control")
 
 #: SIP status for a call beyond ``openai_calls.max_sessions``.
 BUSY_STATUS: Final = 486
+#: After a drain's hang-ups, how long calls get to end (farewell, hangup request).
+FINISH_GRACE_S: Final = 20.0
 
 
 def sideband_url(realtime_url: str) -> str:
@@ -76,6 +78,7 @@ class OpenAICalls:
         self._url = sideband_url(realtime_url)
         self._on_record = on_record
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sessions: dict[str, SidebandSession] = {}
 
     @property
     def active(self) -> int:
@@ -93,8 +96,24 @@ class OpenAICalls:
     def _done(self, call_id: str, _task: asyncio.Task[None]) -> None:
         self._tasks.pop(call_id, None)
 
+    async def finish(self, deadline_s: float) -> None:
+        """Drain: live calls go on for up to ``deadline_s``, then are hung up.
+
+        A hang-up waits for the agent's current sentence; then the calls get
+        :data:`FINISH_GRACE_S` to end. None is left running without its agent unless
+        OpenAI's API does not answer.
+        """
+        if not self._tasks:
+            return
+        log.info("draining: %d OpenAI call(s) may go on for %g s", len(self._tasks), deadline_s)
+        await asyncio.wait(list(self._tasks.values()), timeout=deadline_s)
+        for session in list(self._sessions.values()):
+            session.end_call("the gateway is shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=FINISH_GRACE_S)
+
     async def close(self) -> None:
-        """Cancel every call task and wait for them (their calls are left to OpenAI)."""
+        """Cancel every call task and wait for them (what is still up is left to OpenAI)."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -149,7 +168,11 @@ class OpenAICalls:
             event.call_id, decision, self._calls, options, self._services,
             model=self.settings.realtime.model, max_duration_s=float(limit),
             log_content=self.settings.logging.call_content)
-        return await session.run()
+        self._sessions[event.call_id] = session
+        try:
+            return await session.run()
+        finally:
+            self._sessions.pop(event.call_id, None)
 
     async def _reject(self, event: IncomingCallEvent, route: str, status: int,
                       why: str) -> SidebandRecord:
@@ -244,6 +267,11 @@ class WebhookEndpoint:
     def drain(self) -> None:
         """Take no new calls (verified deliveries get 503); running ones go on."""
         self._draining = True
+
+    async def finish(self, deadline_s: float) -> None:
+        """Drain the running calls (:meth:`OpenAICalls.finish`)."""
+        if self._calls is not None:
+            await self._calls.finish(deadline_s)
 
     def _ready(self) -> bool:
         return self._calls is not None and not self._draining

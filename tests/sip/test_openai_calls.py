@@ -173,3 +173,25 @@ async def test_a_sipp_caller_dials_openai_and_hears_the_gateways_agent(tmp_path:
     assert streams, "no RTP reached the caller"
     loud = max(sum(level > -45.0 for level in frame_dbfs(decode_stream(s))) for s in streams)
     assert loud >= 25, f"the caller heard {loud} loud frames of the greeting"
+
+
+async def test_sigterm_hangs_up_live_webhook_calls_after_the_drain_timeout(
+        tmp_path: Path) -> None:
+    import signal
+
+    port = free_tcp_port()
+    options = SimOptions(tts_engine="tone", webhook_url=f"http://127.0.0.1:{port}/openai/webhook",
+                         webhook_secret=SECRET)
+    async with SimulatorServer(scenarios=parse_scenarios(BOOK), options=options) as sim, \
+            run_gateway(tmp_path, sim, PLAN, control_port=port, extra=_config(sim),
+                        env={"OPENAI_WEBHOOK_SECRET": SECRET}, drain_timeout_s=2) as gw:
+        call = await sim.incoming_call(_headers("+18005550100"))
+        await call.wait_accepted(timeout=10)
+        await call.wait_sideband(0, timeout=10)
+        gw.signal(signal.SIGTERM)
+        await gw.wait_log("draining: 1 OpenAI call(s) may go on for 2 s")
+        # The call is not left running without its agent: the gateway hangs it up.
+        assert await call.wait_ended(timeout=25) == "api"
+        assert await asyncio.to_thread(gw.proc.wait, 30.0) == 0
+        log = gw.log()
+    assert "the gateway is shutting down" in log
