@@ -472,20 +472,33 @@ class KamailioFront:
                 raise FrontStartError(f"kamailio not ready within {self.start_timeout_s} s:\n"
                                       f"{self.log_tail()}")
             await asyncio.sleep(_POLL_S)
-        self._check_sockets_are_ours(proc.pid)
+        # RPC can answer before the TCP/TLS listeners are up (seen under load in CI): wait
+        # for every listen address to be held by Kamailio, within the same deadline.
+        while (missing := self._check_sockets_are_ours(proc.pid)) is not None:
+            if loop.time() >= deadline:
+                raise FrontStartError(f"kamailio answers RPC but does not hold "
+                                      f"{missing}:\n{self.log_tail()}")
+            await asyncio.sleep(_POLL_S)
 
-    def _check_sockets_are_ours(self, pid: int) -> None:
-        mine = ports.process_socket_inodes(pid)
+    def _check_sockets_are_ours(self, pid: int) -> str | None:
+        """The first listen address Kamailio does not hold yet, or ``None`` when it holds all.
+
+        Raises:
+            FrontPortBusy: Another process holds one of the addresses too.
+        """
+        mine = set(ports.process_socket_inodes(pid))
+        for child in ports.descendant_pids(pid):
+            mine |= ports.process_socket_inodes(child)
         for t in self.spec.listen:
             bound = ports.socket_inodes(t.transport, t.host, t.port)
-            if not bound & mine:
-                raise FrontStartError(f"kamailio answers RPC but does not hold "
-                                      f"{t.transport}:{t.address}:\n{self.log_tail()}")
             foreign = bound - mine
             if foreign:
                 owners = ", ".join(ports.socket_owners(foreign)) or "another process"
                 raise FrontPortBusy(f"{t.transport}:{t.address} is shared with {owners}; "
                                     "refusing to run next to it")
+            if not bound & mine:
+                return f"{t.transport}:{t.address}"
+        return None
 
     # RPC ---------------------------------------------------------------------------------
 

@@ -94,6 +94,24 @@ def process_socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every live process below ``pid`` (its children, theirs...), best effort."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
 def socket_owners(inodes: set[int], limit: int = 3) -> list[str]:
     """``pid (name)`` of up to ``limit`` processes holding any of ``inodes``, best effort."""
     found: list[str] = []

@@ -68,9 +68,18 @@ def item_audio(session: SimConnection, item_id: str) -> bytes:
 
 
 def gateway_stream(packets: list[Packet], gw: Gateway) -> RtpStream:
-    """The one RTP stream the gateway sent to the caller."""
+    """The one RTP stream the gateway sent to the caller.
+
+    The gateway's RTP ports are ``rtp_port_start + 2k``; the caller's port is the OS's choice
+    and can fall inside the gateway's range (seen once in CI: the caller on an odd port of
+    it), so a stream counts as the gateway's only from a port of the gateway's parity, and
+    when two still qualify, the one from the first port the gateway hands out.
+    """
+    start = gw.rtp_port_start
     streams = [s for s in rtp_streams(packets)
-               if gw.rtp_port_start <= s.sport < gw.rtp_port_start + 40]
+               if start <= s.sport < start + 40 and (s.sport - start) % 2 == 0]
+    if len(streams) > 1:
+        streams = [s for s in streams if s.sport == start] or streams
     assert len(streams) == 1, f"expected one RTP stream from the gateway, got {len(streams)}"
     return streams[0]
 
