@@ -229,8 +229,6 @@ class OpenAICallsSettings:
     webhook_path: str = "/openai/webhook"
     #: Standard Webhooks signing secret (``whsec_...``), from ``$OPENAI_WEBHOOK_SECRET``.
     webhook_secret: Secret = Secret("")
-    #: Deliveries signed further than this from now are refused (replays, clock skew).
-    webhook_tolerance_s: int = 300
     #: Calls REST API base (``.../v1``); ``embedded``: the embedded simulator's.
     api_url: str = EMBEDDED
     #: SIP status a webhook call without a matching route is rejected with.
@@ -407,7 +405,6 @@ def _openai_calls(r: Reader, env: Mapping[str, str],
         enabled=r.bool("enabled", False),
         webhook_path=r.str("webhook_path", "/openai/webhook", pattern=r"/[A-Za-z0-9/_.-]*"),
         webhook_secret=Secret(env.get(secret_var, "")),
-        webhook_tolerance_s=r.int("webhook_tolerance_s", 300, min=1, max=3600),
         api_url=r.str("api_url", default_api),
         no_route_status=r.int("no_route_status", 404, min=400, max=699),
         request_timeout_s=r.float("request_timeout_s", 10.0, min=0.1, max=120),
