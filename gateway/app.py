@@ -30,6 +30,7 @@ from gateway.calls.manager import CallManager
 from gateway.config import Settings
 from gateway.dialplan.schema import Dialplan
 from gateway.logs import add_secrets
+from gateway.sip.relay import RelayConfig
 from gateway.sip.ua import BoundTransport, FrontTrust, SipUserAgent
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ async def run_gateway(settings: Settings, *, env: Mapping[str, str] | None = Non
         ua = SipUserAgent(settings.sip, playout_capacity_ms=settings.calls.playout_capacity_ms,
                           pjsip_log_level=settings.logging.pjsip_level,
                           answer_deadline_s=settings.realtime.connect_budget_s + 15.0,
-                          log_content=settings.logging.call_content, front=front)
+                          log_content=settings.logging.call_content, front=front,
+                          relay=RelayConfig.of(settings.openai_calls))
         manager = CallManager(settings, ua, lambda: store.current, url, services)
         await asyncio.to_thread(ua.start, loop, manager.on_sip_event)
         stack.push_async_callback(asyncio.to_thread, ua.stop)

@@ -239,6 +239,17 @@ class OpenAICallsSettings:
     request_attempts: int = 3
     #: Sideband sessions the control process runs at once; more are rejected with 486.
     max_sessions: int = 500
+    #: OpenAI's SIP endpoint, which ``relay:`` routes dial
+    #: (``sip:$PROJECT_ID@sip.api.openai.com;transport=tls``); ``None``: no relay routes.
+    sip_uri: str | None = None
+    #: SRTP on the relayed leg: ``off``, ``optional`` or ``mandatory`` (SDES over TLS).
+    sip_srtp: SrtpMode = "mandatory"
+    #: CA bundle the relayed leg checks OpenAI's TLS certificate against.
+    sip_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
+    #: Check the TLS server's certificate and name (off only against a test endpoint).
+    sip_verify_server: bool = True
+    #: A relayed call OpenAI has not answered after this long is refused with 503.
+    relay_answer_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -410,7 +421,17 @@ def _openai_calls(r: Reader, env: Mapping[str, str],
         request_timeout_s=r.float("request_timeout_s", 10.0, min=0.1, max=120),
         request_attempts=r.int("request_attempts", 3, min=1, max=10),
         max_sessions=r.int("max_sessions", 500, min=1, max=100_000),
+        sip_uri=r.str("sip_uri", "") or None,
+        sip_srtp=_mode(r, "sip_srtp", "mandatory",  # type: ignore[arg-type]
+                       ("off", "optional", "mandatory")),
+        sip_ca_file=_beside(r.doc.source, r.str("sip_ca_file",
+                                                "/etc/ssl/certs/ca-certificates.crt")),
+        sip_verify_server=r.bool("sip_verify_server", True),
+        relay_answer_timeout_s=r.float("relay_answer_timeout_s", 20.0, min=1, max=120),
     )
+    if out.sip_uri is not None and not re.fullmatch(r"sips?:[^\s<>\"]+", out.sip_uri):
+        r.error("sip_uri", "must be a sip: or sips: URI, e.g. "
+                           "sip:proj_...@sip.api.openai.com;transport=tls")
     if out.api_url != EMBEDDED and not out.api_url.startswith(("http://", "https://")):
         r.error("api_url", f"must be {EMBEDDED!r} or an http:// or https:// URL")
     if out.api_url == EMBEDDED and not realtime.embedded:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.calls.conversation import AgentServices, TransferResult, say_exactly
+from gateway.calls.relay import RelayedCall, new_token
 from gateway.calls.session import (
     CallRecord,
     CallSession,
@@ -28,7 +29,7 @@ from gateway.calls.session import (
     continuity_policy,
 )
 from gateway.config import Settings
-from gateway.dialplan.router import CallInfo, first_values, route_call
+from gateway.dialplan.router import CallInfo, RouteDecision, first_values, route_call
 from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
 from gateway.errors import CallRejected, NoRouteError
 from gateway.realtime.client import RealtimeConnectOptions
@@ -71,6 +72,9 @@ class CallObserver(Protocol):
     def call_event(self, leg_id: int, kind: str, data: Mapping[str, Any]) -> None:
         """Something happened on a live call (a tool ran, a barge-in...; no call content)."""
 
+    def relay_offered(self, offer: IncomingCall, decision: RouteDecision, token: str) -> None:
+        """A relayed call is about to dial OpenAI with ``token`` (sent before the INVITE)."""
+
 
 @dataclass
 class CallStats:
@@ -102,6 +106,8 @@ class CallManager:
         self._realtime_url = realtime_url
         self.services = services or AgentServices()
         self._sessions: dict[int, CallSession] = {}
+        #: Relayed calls (``relay:`` routes): OpenAI carries their media.
+        self._relays: dict[int, RelayedCall] = {}
         self._tasks: dict[int, asyncio.Task[CallRecord]] = {}
         self.recent: list[CallRecord] = []
         self.registrations: dict[str, RegistrationState] = {}
@@ -163,6 +169,15 @@ class CallManager:
         else:
             if isinstance(event, CallerRefer) and not event.allowed:
                 self.stats.caller_refers_refused += 1
+            relayed = self._relays.get(event.leg_id)
+            if relayed is not None:
+                if isinstance(event, MediaActive) and event.leg_id not in self._media_up:
+                    self._media_up.add(event.leg_id)
+                    route, agent = relayed.decision.route.name, relayed.record.agent or "-"
+                    self._observe(lambda o: o.call_started(event.leg_id, route, agent,
+                                                           event.codec))
+                relayed.on_sip_event(event)
+                return
             session = self._sessions.get(event.leg_id)
             if session is not None:
                 if isinstance(event, MediaActive) and event.leg_id not in self._media_up:
@@ -242,6 +257,9 @@ class CallManager:
         assert isinstance(action, AgentAction)
         if decision.agent is None:
             raise NoRouteError()
+        if action.relay is not None:
+            self._relay(offer, decision, action.relay.uri)
+            return
         agent = decision.agent
         options = RealtimeConnectOptions(
             url=self._realtime_url,
@@ -272,6 +290,33 @@ class CallManager:
         self._idle.clear()
         task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
 
+    def _relay(self, offer: IncomingCall, decision: RouteDecision, uri: str | None) -> None:
+        """Start a relayed call (:mod:`gateway.calls.relay`)."""
+        assert decision.agent is not None
+        cfg = self.settings.openai_calls
+        target = uri or cfg.sip_uri
+        if self.observer is None or not cfg.enabled or target is None:
+            # Refused, not half-done: nobody would run the agent for OpenAI's webhook.
+            log.error("call %s: route %s relays, but %s", offer.sip_call_id,
+                      decision.route.name, "openai_calls.sip_uri is not set" if target is None
+                      else "relayed calls need the control process and openai_calls.enabled")
+            raise CallRejected("Service Unavailable", sip_status=503)
+        token = new_token()
+        # The control process learns the token before OpenAI's webhook can bring it back.
+        self._observe(lambda o: o.relay_offered(offer, decision, token))
+        limit = decision.agent.max_duration_s or self.settings.calls.max_duration_s
+        call = RelayedCall(offer, decision, self.sip, target, token,
+                           answer_timeout_s=cfg.relay_answer_timeout_s,
+                           max_duration_s=float(limit))
+        self._relays[offer.leg_id] = call
+        self.stats.sessions += 1
+        log.info("call %s -> route %s, agent %s, relayed through %s", offer.sip_call_id,
+                 decision.route.name, decision.agent.name, target)
+        task = asyncio.create_task(call.run(), name=f"call:{offer.leg_id}:relay")
+        self._tasks[offer.leg_id] = task
+        self._idle.clear()
+        task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
+
     def _trunk_allowed(self, source_ip: str) -> bool:
         return _in_networks(source_ip, self.settings.sip.trunk_allow)
 
@@ -279,7 +324,8 @@ class CallManager:
         return _in_networks(source_ip, self._account_sources.get(account, ()))
 
     def _session_done(self, leg_id: int, task: asyncio.Task[CallRecord]) -> None:
-        session = self._sessions.pop(leg_id, None)
+        relayed = self._relays.pop(leg_id, None)
+        session: CallSession | RelayedCall | None = self._sessions.pop(leg_id, None) or relayed
         if not self._sessions:
             self._has_sessions.clear()
         self._tasks.pop(leg_id, None)
@@ -324,7 +370,8 @@ class CallManager:
 
     def end_call(self, leg_id: int, reason: str) -> bool:
         """End one call with BYE (its record says ``reason``); False if it is not live."""
-        session = self._sessions.get(leg_id)
+        session: CallSession | RelayedCall | None = (self._sessions.get(leg_id)
+                                                     or self._relays.get(leg_id))
         if session is None:
             return False
         session.end_call(reason)
@@ -333,6 +380,9 @@ class CallManager:
     async def transfer_call(self, leg_id: int, uri: str,
                             timeout_s: float = 30.0) -> TransferResult | None:
         """Blind-transfer one call by REFER (``None`` if it is not live); BYE once it took."""
+        relayed = self._relays.get(leg_id)
+        if relayed is not None:
+            return await relayed.transfer(uri, timeout_s)  # it ends the call itself
         session = self._sessions.get(leg_id)
         if session is None:
             return None
@@ -356,8 +406,10 @@ class CallManager:
         its record; only calls still running after :data:`SHUTDOWN_GRACE_S` are cancelled
         (a cancelled session still writes its record).
         """
-        for session in list(self._sessions.values()):
-            session.end_call("gateway shutting down")
+        calls: list[CallSession | RelayedCall] = [*self._sessions.values(),
+                                                  *self._relays.values()]
+        for call in calls:
+            call.end_call("gateway shutting down")
         tasks = list(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=min(SHUTDOWN_GRACE_S, timeout_s))

@@ -41,6 +41,7 @@ from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
 from gateway.logs import CallLogger
 from gateway.media.bridge import MediaBridge
+from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayedState
 from gateway.realtime import events as rt
 from gateway.realtime.client import (
@@ -93,6 +94,9 @@ class SipControl(Protocol):
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         """Send RFC 4733 digits."""
 
+    def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """Place the leg's relay call to OpenAI's SIP endpoint (a ``relay:`` route)."""
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -112,6 +116,8 @@ class CallRecord:
     sip_call_id: str
     route: str
     agent: str | None
+    #: ``bridged`` (our media path to the Realtime API) or ``relayed`` (through OpenAI SIP).
+    kind: str = "bridged"
     answered: bool = False
     codec: str | None = None
     end_reason: str = ""
@@ -138,6 +144,15 @@ class CallRecord:
     def as_json(self) -> str:
         """The record as one JSON line (keys sorted), as the ``call record:`` log shows it."""
         return json.dumps(self.as_dict(), sort_keys=True)
+
+
+def media_counters(media: MediaChannel) -> dict[str, int]:
+    """A call record's ``media`` counters of one call's media channel."""
+    stats = media.playout_stats()
+    return {"rx_frames": media.rx_frames, "rx_dropped": media.rx_dropped,
+            "tx_frames_played": stats.frames_played, "tx_frames_dropped": stats.frames_dropped,
+            "tx_underrun_frames": stats.silence_frames_underrun,
+            "tx_frames_flushed": stats.frames_flushed}
 
 
 @dataclass
@@ -283,13 +298,7 @@ class CallSession:
         self.record.handoffs = activity.handoffs
         self.record.guardrail_events = activity.guardrail_events
         self.record.dtmf_digits = activity.dtmf_digits
-        media = self.offer.media
-        stats = media.playout_stats()
-        self.record.media = {
-            "rx_frames": media.rx_frames, "rx_dropped": media.rx_dropped,
-            "tx_frames_played": stats.frames_played, "tx_frames_dropped": stats.frames_dropped,
-            "tx_underrun_frames": stats.silence_frames_underrun,
-            "tx_frames_flushed": stats.frames_flushed}
+        self.record.media = media_counters(self.offer.media)
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
         self.log.info("call record: %s", self.record.as_json())
 

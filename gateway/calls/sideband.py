@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gateway.calls.agent import sip_session_config
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
@@ -43,7 +43,7 @@ from gateway.realtime import events as rt
 from gateway.realtime.calls import CallGone, CallsApiError, CallsClient
 from gateway.realtime.client import RealtimeClient, RealtimeClosed, RealtimeConnectOptions
 
-__all__ = ["SidebandRecord", "SidebandSession"]
+__all__ = ["CallerLeg", "SidebandRecord", "SidebandSession"]
 
 log = logging.getLogger("gateway.calls")
 
@@ -59,6 +59,10 @@ class SidebandRecord:
     route: str
     agent: str | None
     ingress: str = "openai"
+    #: ``direct`` (a call to OpenAI's SIP endpoint) or ``relayed`` (a PBX call a SIP worker
+    #: relays there; ``sip_leg`` is that worker's call id).
+    kind: str = "direct"
+    sip_leg: str | None = None
     accepted: bool = False
     end_reason: str = ""
     rejected: int | None = None
@@ -76,6 +80,15 @@ class SidebandRecord:
         return dataclasses.asdict(self)
 
 
+class CallerLeg(Protocol):
+    """The caller's SIP leg of a relayed call, on the SIP worker that relays it."""
+
+    call_id: str
+
+    async def transfer(self, uri: str, timeout_s: float) -> TransferResult:
+        """REFER the caller to ``uri``; the worker ends the call once it took."""
+
+
 class SidebandSession:
     """Accepts one webhook call and runs its agent on the sideband (module docstring).
 
@@ -88,11 +101,14 @@ class SidebandSession:
         model: Model when the agent names none.
         max_duration_s: The call is hung up after this long.
         log_content: Whether transcripts and tool arguments may be logged.
+        leg: For a relayed call, the caller's leg on its SIP worker: transfers REFER it
+            there instead of asking OpenAI to REFER its own leg.
     """
 
     def __init__(self, call_id: str, decision: RouteDecision, calls: CallsClient,
                  options: RealtimeConnectOptions, services: AgentServices, *, model: str,
-                 max_duration_s: float = 3600.0, log_content: bool = False) -> None:
+                 max_duration_s: float = 3600.0, log_content: bool = False,
+                 leg: CallerLeg | None = None) -> None:
         assert decision.agent is not None
         self.call_id = call_id
         self.decision = decision
@@ -100,7 +116,10 @@ class SidebandSession:
         self.options = dataclasses.replace(options, reconnect=True)
         self.model = model
         self.max_duration_s = max_duration_s
+        self.leg = leg
         self.record = SidebandRecord(call_id, decision.route.name, decision.agent.name)
+        if leg is not None:
+            self.record.kind, self.record.sip_leg = "relayed", leg.call_id
         self.actor = CallAgent(decision, self, services, name=f"openai:{call_id}",
                                log_content=log_content)
         self._client: RealtimeClient | None = None
@@ -218,7 +237,18 @@ class SidebandSession:
         fallback = self.decision.route.fallback or self.actor.agent.fallback
         self._hangup = False
         try:
-            if fallback:
+            if fallback and self.leg is not None:
+                result = await self.leg.transfer(fallback, 30.0)
+                if result.ok:
+                    self._referred = True
+                    self.record.referred_to = fallback
+                    log.warning("call %s: %s; caller transferred to the fallback",
+                                self.call_id, why)
+                    return
+                log.error("call %s: %s, and the transfer to the fallback failed (%s): "
+                          "hanging up", self.call_id, why, result.reason)
+                await self.calls.hangup(self.call_id)
+            elif fallback:
                 await self.calls.refer(self.call_id, fallback)
                 self._referred = True
                 self.record.referred_to = fallback
@@ -275,7 +305,17 @@ class SidebandSession:
             self._end.set()
 
     async def transfer(self, uri: str, timeout_s: float) -> TransferResult:
-        """``POST .../refer``; a 2xx is as far as the gateway can follow the transfer."""
+        """``POST .../refer``; a 2xx is as far as the gateway can follow the transfer.
+
+        A relayed call's caller is REFERred on its SIP worker instead, which follows the
+        REFER to its final NOTIFY and then ends both legs.
+        """
+        if self.leg is not None:
+            result = await self.leg.transfer(uri, timeout_s)
+            if result.ok:
+                self._referred = True
+                self.record.referred_to = uri
+            return result
         try:
             async with asyncio.timeout(timeout_s):
                 await self.calls.refer(self.call_id, uri)

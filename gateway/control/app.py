@@ -38,6 +38,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -45,12 +46,14 @@ from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.pool import ToolWorkers
 from gateway.calls.conversation import AgentServices
 from gateway.config import Settings
+from gateway.control.commands import CommandDesk
 from gateway.control.directory import CallDirectory
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
 from gateway.control.openai_calls import WebhookEndpoint
-from gateway.control.plans import PlanPublisher
+from gateway.control.plans import PlanPublisher, relay_errors
 from gateway.control.readiness import Readiness
+from gateway.control.relays import RelayDesk
 from gateway.control.supervisor import (
     FromWorker,
     Supervisor,
@@ -64,7 +67,7 @@ from gateway.control.topology import Plan, WorkerSlot, front_spec
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import GatewayError
 from gateway.front.kamailio import KamailioFront
-from gateway.ipc.messages import ToolRequest
+from gateway.ipc.messages import CallEnded, CommandResult, RelayOffered, ToolRequest
 from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.control")
@@ -127,7 +130,8 @@ async def run_control(settings: Settings, plan: Plan, *,
     from gateway.app import embedded_simulator, publish_to  # the simulator stays out of workers
 
     env = env or {}
-    store = DialplanStore(settings.dialplan, env=env)  # ConfigErrors: refuse a bad plan
+    store = DialplanStore(settings.dialplan, env=env,  # ConfigErrors: refuse a bad plan
+                          check=lambda p: relay_errors(p, settings.openai_calls))
     readiness = Readiness("starting")
     directory = CallDirectory()
     metrics = ControlMetrics(directory)
@@ -158,10 +162,6 @@ async def run_control(settings: Settings, plan: Plan, *,
                     f"{settings.openai_calls.webhook_path}" if webhooks is not None else None)
             url = await stack.enter_async_context(embedded_simulator(settings,
                                                                      webhook_url=hook))
-        if webhooks is not None:
-            await webhooks.start(stack, plan=lambda: store.current, services=services,
-                                 realtime_url=url,
-                                 embedded_ws_url=url if settings.realtime.embedded else None)
         ipc = ipc_socket_path(run_dir / "ipc")
         (run_dir / "ipc").mkdir(mode=0o700)
         specs = [worker_spec(settings, slot, ipc, url, plans.path, front=plan.front)
@@ -173,7 +173,14 @@ async def run_control(settings: Settings, plan: Plan, *,
         stack.push_async_callback(supervisor.stop, FAST_STOP_GRACE_S)
         broker = ToolBroker(pool, supervisor.send)
         stack.push_async_callback(broker.close)
-        events = asyncio.create_task(_consume(supervisor, directory, metrics, broker, plans),
+        relays, commands = RelayDesk(), CommandDesk(supervisor.send)
+        if webhooks is not None:
+            await webhooks.start(stack, plan=lambda: store.current, services=services,
+                                 realtime_url=url,
+                                 embedded_ws_url=url if settings.realtime.embedded else None,
+                                 relays=relays, commands=commands)
+        desks = _Desks(broker, relays, commands)
+        events = asyncio.create_task(_consume(supervisor, directory, metrics, desks, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
         try:
@@ -250,8 +257,17 @@ async def _drain(settings: Settings, supervisor: Supervisor, front: KamailioFron
     log.info("drained: every worker has exited")
 
 
+@dataclass(frozen=True)
+class _Desks:
+    """Where workers' requests and answers go."""
+
+    tools: ToolBroker
+    relays: RelayDesk
+    commands: CommandDesk
+
+
 async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: ControlMetrics,
-                   broker: ToolBroker, plans: PlanPublisher) -> None:
+                   desks: _Desks, plans: PlanPublisher) -> None:
     async for event in supervisor.events():
         if isinstance(event, WorkerUp):
             directory.worker_up(event.hello)
@@ -261,11 +277,20 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
             with contextlib.suppress(GatewayError):
                 await supervisor.send(event.worker_id, plans.message)
         elif isinstance(event, FromWorker) and isinstance(event.message, ToolRequest):
-            broker.submit(event.worker_id, event.message)
+            desks.tools.submit(event.worker_id, event.message)
+        elif isinstance(event, FromWorker) and isinstance(event.message, CommandResult):
+            desks.commands.resolve(event.worker_id, event.message)
         elif isinstance(event, FromWorker):
+            msg = event.message
+            if isinstance(msg, RelayOffered):
+                desks.relays.offered(event.worker_id, msg)
+            elif isinstance(msg, CallEnded):
+                desks.relays.ended(msg.call_id)
             for ended in directory.on_message(event.worker_id, event.message):
                 log.debug("call %s ended: %s", ended.get("call_id"), ended.get("end_reason"))
         elif isinstance(event, WorkerDown):
+            desks.relays.worker_down(event.worker_id)
+            desks.commands.worker_down(event.worker_id, event.reason)
             for ended in directory.worker_down(event.worker_id, event.reason):
                 log.warning("call record: %s", json.dumps(ended, sort_keys=True, default=str))
             if not event.expected:

@@ -34,6 +34,7 @@ from gateway.ipc.messages import (
     CommandResult,
     Hello,
     Load,
+    RelayOffered,
     ToolRequest,
     WorkerMessage,
 )
@@ -103,6 +104,7 @@ class _Call:
     agent: str | None = None
     codec: str | None = None
     state: str = "offered"
+    kind: str = "bridged"
     events: dict[str, int] = field(default_factory=dict)
 
     def view(self, now: float) -> dict[str, Any]:
@@ -112,7 +114,8 @@ class _Call:
             "call_id": o.call_id, "worker_id": self.worker_id, "sip_call_id": o.sip_call_id,
             "from_user": o.from_user, "to_user": o.to_user,
             "request_uri_user": o.request_uri_user, "source_ip": o.source_ip,
-            "state": self.state, "route": self.route, "agent": self.agent, "codec": self.codec,
+            "state": self.state, "kind": self.kind, "route": self.route, "agent": self.agent,
+            "codec": self.codec,
             "offered_at": o.time, "started_at": started,
             "setup_s": None if started is None else max(0.0, started - o.time),
             "duration_s": None if started is None else max(0.0, now - started),
@@ -264,6 +267,10 @@ class CallDirectory:
             self.worker_load(worker_id, msg)
         elif isinstance(msg, CallOffered):
             self._offered(worker_id, msg)
+        elif isinstance(msg, RelayOffered):
+            call = self._live_call(worker_id, msg.call_id)
+            if call is not None:
+                call.kind, call.route = "relayed", msg.route
         elif isinstance(msg, CallStarted):
             self._started(worker_id, msg)
         elif isinstance(msg, CallEvent):

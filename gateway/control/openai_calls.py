@@ -32,11 +32,14 @@ from aiohttp import web
 from gateway.calls.conversation import AgentServices
 from gateway.calls.sideband import SidebandRecord, SidebandSession
 from gateway.config import EMBEDDED, Settings
+from gateway.control.commands import CommandDesk
+from gateway.control.relays import RelayDesk, WorkerLeg
 from gateway.control.webhook_event import IncomingCallEvent, call_info
 from gateway.control.webhooks import WebhookInbox
-from gateway.dialplan.router import route_call
+from gateway.dialplan.router import RouteDecision, decide, route_call, route_named
 from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
 from gateway.errors import ConfigError, ConfigErrors, NoRouteError
+from gateway.ipc.from_worker import RELAY_HEADER
 from gateway.realtime.calls import CallGone, CallsApiError, CallsClient
 from gateway.realtime.client import RealtimeConnectOptions
 from gateway.realtime.retry import RetryPolicy
@@ -66,12 +69,17 @@ class OpenAICalls:
         services: Tools and HTTP tools for the agents.
         realtime_url: The Realtime WebSocket URL (the sideband attaches by ``call_id``).
         on_record: Called with each finished call's record.
+        relays: Relay tokens from the SIP workers (``relay:`` routes); ``None``: no workers.
+        commands: Commands to the workers' calls (a relayed call's transfer).
     """
 
     def __init__(self, settings: Settings, plan: Callable[[], Dialplan], calls: CallsClient,
                  services: AgentServices, realtime_url: str,
-                 on_record: Callable[[SidebandRecord], None] | None = None) -> None:
+                 on_record: Callable[[SidebandRecord], None] | None = None,
+                 relays: RelayDesk | None = None, commands: CommandDesk | None = None) -> None:
         self.settings = settings
+        self._relays = relays
+        self._commands = commands
         self._plan = plan
         self._calls = calls
         self._services = services
@@ -142,6 +150,9 @@ class OpenAICalls:
         info = call_info(event)
         if len(self._tasks) > cfg.max_sessions:
             return await self._reject(event, "-", BUSY_STATUS, "too many calls")
+        token = info.header(RELAY_HEADER)
+        if token is not None:
+            return await self._relayed(event, token)
         try:
             decision = route_call(self._plan(), info)
         except NoRouteError:
@@ -154,6 +165,29 @@ class OpenAICalls:
         if isinstance(action, ReferAction):
             return await self._refer(event, route, action.uri)
         assert isinstance(action, AgentAction)
+        return await self._agent(event, decision)
+
+    async def _relayed(self, event: IncomingCallEvent, token: str) -> SidebandRecord:
+        """A relay leg a SIP worker placed: its route's agent, matched by the token."""
+        relay = await self._relays.claim(token) if self._relays is not None else None
+        if relay is None or self._commands is None:
+            log.warning("openai call %s carries an unknown or spent relay token: 403",
+                        event.call_id)
+            return await self._reject(event, "-", 403, "unknown relay token")
+        plan = self._plan()
+        route = route_named(plan, relay.route)
+        if route is None or not isinstance(route.action, AgentAction) \
+                or route.action.relay is None:
+            log.warning("openai call %s: relay route %s is no longer in the dialplan: 480",
+                        event.call_id, relay.route)
+            return await self._reject(event, relay.route, 480, "relay route gone")
+        log.info("openai call %s -> relayed call %s, route %s", event.call_id, relay.call_id,
+                 route.name)
+        leg = WorkerLeg(self._commands, relay.worker_id, relay.call_id)
+        return await self._agent(event, decide(plan, route, relay.info), leg)
+
+    async def _agent(self, event: IncomingCallEvent, decision: RouteDecision,
+                     leg: WorkerLeg | None = None) -> SidebandRecord:
         options = RealtimeConnectOptions(
             url=self._url, call_id=event.call_id,
             api_key=self.settings.realtime.api_key.value or (
@@ -167,7 +201,7 @@ class OpenAICalls:
         session = SidebandSession(
             event.call_id, decision, self._calls, options, self._services,
             model=self.settings.realtime.model, max_duration_s=float(limit),
-            log_content=self.settings.logging.call_content)
+            log_content=self.settings.logging.call_content, leg=leg)
         self._sessions[event.call_id] = session
         try:
             return await session.run()
@@ -246,7 +280,8 @@ class WebhookEndpoint:
 
     async def start(self, stack: contextlib.AsyncExitStack, *, plan: Callable[[], Dialplan],
                     services: AgentServices, realtime_url: str,
-                    embedded_ws_url: str | None) -> None:
+                    embedded_ws_url: str | None, relays: RelayDesk | None = None,
+                    commands: CommandDesk | None = None) -> None:
         """Open the Calls REST client and start taking calls (closed with ``stack``)."""
         cfg = self.settings.openai_calls
         rt_settings = self.settings.realtime
@@ -258,7 +293,8 @@ class WebhookEndpoint:
             retry=RetryPolicy(max_attempts=cfg.request_attempts, initial_delay_s=0.25,
                               max_delay_s=2.0))
         await stack.enter_async_context(client)
-        calls = OpenAICalls(self.settings, plan, client, services, realtime_url)
+        calls = OpenAICalls(self.settings, plan, client, services, realtime_url,
+                            relays=relays, commands=commands)
         stack.push_async_callback(calls.close)
         self._calls = calls
         log.info("OpenAI webhook on POST %s (Calls API %s)", cfg.webhook_path,

@@ -17,12 +17,15 @@ import logging
 import os
 from pathlib import Path
 
+from gateway.config import OpenAICallsSettings
+from gateway.dialplan.schema import AgentAction, Dialplan
 from gateway.dialplan.store import DialplanStore
 from gateway.dialplan.wire import encode_plan
+from gateway.errors import ConfigError
 from gateway.ipc.messages import Reload, encode
 from gateway.logs import add_secrets
 
-__all__ = ["PlanPublisher"]
+__all__ = ["PlanPublisher", "relay_errors"]
 
 log = logging.getLogger("gateway.control")
 
@@ -69,3 +72,27 @@ class PlanPublisher:
     def _encode(self) -> Reload:
         return Reload(version=self.store.generation, path=str(self.store.path),
                       plan=encode_plan(self.store.current))
+
+
+def relay_errors(plan: Dialplan, settings: OpenAICallsSettings) -> list[ConfigError]:
+    """Problems of ``plan``'s ``relay:`` routes with these ``openai_calls`` settings.
+
+    A relayed call needs the webhook (OpenAI's ``realtime.call.incoming`` for the relay leg
+    brings the agent in) and a SIP URI to dial.
+    """
+    errors: list[ConfigError] = []
+    for route in plan.routes:
+        action = route.action
+        if not isinstance(action, AgentAction) or action.relay is None:
+            continue
+        if not settings.enabled:
+            errors.append(ConfigError(route.source, route.line, "relay",
+                                      f"route {route.name} relays calls to OpenAI's SIP "
+                                      "endpoint: set openai_calls.enabled (its webhook runs "
+                                      "the agent)"))
+        elif action.relay.uri is None and settings.sip_uri is None:
+            errors.append(ConfigError(route.source, route.line, "relay",
+                                      f"route {route.name} relays to openai_calls.sip_uri, "
+                                      "which is not set (sip:$PROJECT_ID@sip.api.openai.com;"
+                                      "transport=tls)"))
+    return errors

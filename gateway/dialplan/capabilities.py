@@ -50,6 +50,8 @@ KeyTexts = Callable[[YamlDoc, YamlPath], Mapping[str, str]]
 
 #: A sip:, sips: or tel: URI as written in a dialplan (no spaces, ``<``, ``>`` or ``"``).
 URI_RE: Final = re.compile(r"(?:sips?|tel):[^\s<>\"]+")
+#: A URI the gateway can place a SIP call to (a relay route's ``uri``).
+SIP_URI_RE: Final = re.compile(r"sips?:[^\s<>\"]+")
 #: Tool names the Realtime API accepts.
 TOOL_NAME_RE: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: The keys of a DTMF sequence (RFC 4733 section 3.2 events 0-15).

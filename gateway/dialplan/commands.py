@@ -130,6 +130,8 @@ def _describe(decision: RouteDecision, out: TextIO) -> None:
         return
     sdk = f" (Agents SDK: {action.sdk_agent})" if action.sdk_agent else ""
     out.write(f"action: agent {action.agent}{sdk}\n")
+    if action.relay is not None:
+        out.write(f"relay: {action.relay.uri or '(openai_calls.sip_uri)'}\n")
     if decision.agent is not None:
         _describe_agent(decision.agent, out)
     if decision.greeting is not None:

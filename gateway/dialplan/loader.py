@@ -32,6 +32,7 @@ import yaml
 
 from gateway.agents.spec import ToolSpec
 from gateway.dialplan.capabilities import (
+    SIP_URI_RE,
     URI_RE,
     CapabilityParser,
     PendingCapabilities,
@@ -50,6 +51,7 @@ from gateway.dialplan.schema import (
     MediaMode,
     ReferAction,
     RejectAction,
+    Relay,
     Route,
     SemanticVad,
     ServerVad,
@@ -507,6 +509,12 @@ class _Builder:
         fallback = self._fallback(r)
         if fallback is not None and not isinstance(action, AgentAction):
             r.error("fallback", "applies to agent routes only (agent or sdk_agent)")
+        relay = self._relay(r)
+        if relay is not None:
+            if isinstance(action, AgentAction):
+                action = replace(action, relay=relay)
+            else:
+                r.error("relay", "applies to agent routes only (agent or sdk_agent)")
         r.finish()
         route = Route(name=name, match=match, action=action,
                       variables=MappingProxyType(variables), fallback=fallback,
@@ -598,6 +606,23 @@ class _Builder:
                  "must be one line of at most 128 characters")
         rr.finish()
         return RejectAction(code, reason)
+
+    def _relay(self, r: Reader) -> Relay | None:
+        """``relay: true`` (``openai_calls.sip_uri``) or ``relay: {uri: SIP_URI}``."""
+        value = r.raw("relay")
+        if value is None or value is False:
+            return None
+        if value is True:
+            return Relay()
+        if not isinstance(value, dict):
+            r.error("relay", "must be true (dial openai_calls.sip_uri) or {uri: SIP_URI}")
+            return None
+        rr = r.sub("relay")
+        uri = rr.str("uri")
+        rr.check("uri", SIP_URI_RE.fullmatch(uri) is not None,
+                 "must be a sip: or sips: URI without spaces or <>\"")
+        rr.finish()
+        return Relay(uri)
 
     def _refer(self, r: Reader) -> ReferAction:
         uri = r.str("refer")

@@ -147,6 +147,11 @@ class RouteDecision:
         return agent.instructions.render(self.context), greeting
 
 
+def route_named(dialplan: Dialplan, name: str) -> Route | None:
+    """The route called ``name``, or ``None`` (e.g. a reload removed it)."""
+    return next((route for route in dialplan.routes if route.name == name), None)
+
+
 def find_route(dialplan: Dialplan, call: CallInfo) -> Route | None:
     """The first route whose conditions ``call`` meets, or ``None``."""
     for route in dialplan.routes:
@@ -164,6 +169,15 @@ def route_call(dialplan: Dialplan, call: CallInfo) -> RouteDecision:
     route = find_route(dialplan, call)
     if route is None:
         raise NoRouteError()
+    return decide(dialplan, route, call)
+
+
+def decide(dialplan: Dialplan, route: Route, call: CallInfo) -> RouteDecision:
+    """What ``route`` of ``dialplan`` does with ``call`` (whether or not its match holds).
+
+    The control process uses it for a relayed call's webhook: the SIP worker already routed
+    the caller's INVITE, and the webhook names that route.
+    """
     variables: Mapping[str, str] = MappingProxyType({**dialplan.variables, **route.variables})
     action = route.action
     if not isinstance(action, AgentAction):

@@ -238,6 +238,19 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """Carry an agent call's media through OpenAI's SIP endpoint, not the gateway's bridge.
+
+    The SIP worker answers the caller, places a second call to ``uri`` (or
+    ``openai_calls.sip_uri`` when ``None``) and joins the two in pjsua's conference bridge;
+    OpenAI's webhook for that second call is matched back to it, and the agent runs on the
+    sideband in the control process.
+    """
+
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
 class AgentAction:
     """Answer the call and connect it to agent ``agent``.
 
@@ -245,10 +258,13 @@ class AgentAction:
         agent: Name of the agent (a key of :attr:`Dialplan.agents`).
         sdk_agent: For an ``sdk_agent:`` route, the ``pkg.module:attr`` of the Agents SDK
             ``RealtimeAgent``; ``agent`` is then that agent's ``name``.
+        relay: For a ``relay:`` route, how the call reaches OpenAI's SIP endpoint; ``None``
+            bridges the call's media to the Realtime API in the SIP worker.
     """
 
     agent: str
     sdk_agent: str | None = None
+    relay: Relay | None = None
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ store, safe to read from the SIP thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gateway.dialplan.loader import NO_ENV, load_dialplan
 from gateway.dialplan.schema import Dialplan
-from gateway.errors import ConfigErrors
+from gateway.errors import ConfigError, ConfigErrors
+
+#: Checks of a valid plan against the rest of the configuration (e.g. relay routes need
+#: ``openai_calls``): the problems, each with its file and line.
+PlanCheck = Callable[[Dialplan], list[ConfigError]]
 
 
 class DialplanStore:
@@ -27,15 +31,18 @@ class DialplanStore:
     Args:
         path: The dialplan file; includes are resolved relative to it on every load.
         env: Environment for ``${NAME}`` in HTTP tool headers, used on every load.
+        check: Further checks every loaded plan must pass (at start and on reload).
 
     Raises:
         ConfigErrors: From the constructor, when the file is invalid.
     """
 
-    def __init__(self, path: str | Path, env: Mapping[str, str] = NO_ENV) -> None:
+    def __init__(self, path: str | Path, env: Mapping[str, str] = NO_ENV,
+                 check: PlanCheck | None = None) -> None:
         self._path = Path(path)
         self._env = env
-        self._current = load_dialplan(self._path, self._env)
+        self._check = check
+        self._current = self._load()
         self._generation = 1
 
     @property
@@ -61,9 +68,16 @@ class DialplanStore:
             old one.
         """
         try:
-            plan = load_dialplan(self._path, self._env)
+            plan = self._load()
         except ConfigErrors as exc:
             return exc
         self._current = plan
         self._generation += 1
         return None
+
+    def _load(self) -> Dialplan:
+        plan = load_dialplan(self._path, self._env)
+        problems = self._check(plan) if self._check is not None else []
+        if problems:
+            raise ConfigErrors(problems)
+        return plan

@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 from gateway.ipc import checks as c
 
 __all__ = [
-    "CALL_EVENT_KINDS", "CODECS", "TOOL_OPS", "CallEnded", "CallEvent", "CallEventKind",
-    "CallOffered", "CallStarted", "Codec", "CommandResult", "Hello", "Load", "ToolOp",
-    "ToolRequest",
+    "CALL_EVENT_KINDS", "CODECS", "RELAY_HEADER", "TOOL_OPS", "CallEnded", "CallEvent",
+    "CallEventKind", "CallOffered", "CallStarted", "Codec", "CommandResult", "Hello", "Load",
+    "RelayOffered", "ToolOp", "ToolRequest",
 ]
 
 CallEventKind: TypeAlias = Literal[
@@ -28,6 +28,9 @@ CallEventKind: TypeAlias = Literal[
 ToolOp: TypeAlias = Literal["python", "sdk_tool", "guardrail", "sdk_guardrail"]
 #: SIP codec names (RFC 3551 encoding names) a call's media can use.
 Codec: TypeAlias = Literal["PCMU", "PCMA"]
+#: Header of a relay leg's INVITE to OpenAI carrying ``RelayOffered.token``; OpenAI's webhook
+#: brings it back in ``sip_headers``.
+RELAY_HEADER: Final = "X-Gateway-Relay"
 CALL_EVENT_KINDS: Final[tuple[str, ...]] = typing.get_args(CallEventKind)
 TOOL_OPS: Final[tuple[str, ...]] = typing.get_args(ToolOp)
 CODECS: Final[tuple[str, ...]] = typing.get_args(Codec)
@@ -74,6 +77,31 @@ class CallOffered:
     request_uri_user: str = field(metadata=c.meta(c.USER))
     source_ip: str = field(metadata=c.meta(c.ip_address))
     time: float = field(metadata=c.meta(c.TIME))
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOffered:
+    """A ``relay:`` route is about to dial OpenAI for call ``call_id`` with ``token``.
+
+    Sent before the relay leg's INVITE, so the control process knows the token when OpenAI's
+    webhook brings it back (in ``X-Gateway-Relay``) and runs route ``route``'s agent for it,
+    with the caller's INVITE as the agent's templates see it (``headers``: first value of
+    each header name).
+    """
+
+    type: ClassVar[str] = "relay_offered"
+    call_id: str = field(metadata=c.meta(c.ID))
+    token: str = field(metadata=c.meta(c.pattern(r"[A-Za-z0-9_-]{16,64}",
+                                                 "16-64 URL-safe characters", 64)))
+    route: str = field(metadata=c.meta(c.NAME))
+    from_user: str = field(metadata=c.meta(c.USER))
+    to_user: str = field(metadata=c.meta(c.USER))
+    request_uri: str = field(metadata=c.meta(c.text(1024)))
+    source_ip: str = field(metadata=c.meta(c.ip_address))
+    account: str = field(default="trunk", metadata=c.meta(c.NAME))
+    caller_name: str | None = field(default=None, metadata=c.maybe(c.text(128)))
+    headers: Mapping[str, str] = field(
+        default_factory=dict, metadata=c.meta(c.text_map(64, 128, 1024)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from gateway.ipc.from_worker import (
     CommandResult as CommandResult,
     Hello as Hello,
     Load as Load,
+    RelayOffered as RelayOffered,
     ToolOp as ToolOp,
     ToolRequest as ToolRequest,
 )
@@ -55,13 +56,13 @@ __all__ = [
     "CALL_EVENT_KINDS", "CODECS", "CONTROL_MESSAGES", "PROTOCOL_VERSION", "TOOL_OPS",
     "WORKER_MESSAGES", "CallEnded", "CallEvent", "CallEventKind", "CallOffered", "CallStarted",
     "Codec", "CommandResult", "ControlMessage", "Drain", "Hangup", "Hello", "IpcError", "Load",
-    "Message", "Reload", "Say", "Shutdown", "ToolOp", "ToolRequest", "ToolResult", "Transfer",
-    "Welcome", "WorkerMessage", "decode", "decode_from_control", "decode_from_worker", "encode",
-    "negotiate",
+    "Message", "RelayOffered", "Reload", "Say", "Shutdown", "ToolOp", "ToolRequest",
+    "ToolResult", "Transfer", "Welcome", "WorkerMessage", "decode", "decode_from_control",
+    "decode_from_worker", "encode", "negotiate",
 ]
 
 #: Version of this protocol; both ends must speak the same one.
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 
 
 class IpcError(GatewayError):
@@ -85,7 +86,8 @@ class IpcError(GatewayError):
 
 
 WorkerMessage: TypeAlias = (
-    Hello | Load | CallOffered | CallStarted | CallEvent | CallEnded | ToolRequest | CommandResult
+    Hello | Load | CallOffered | RelayOffered | CallStarted | CallEvent | CallEnded | ToolRequest
+    | CommandResult
 )
 ControlMessage: TypeAlias = (
     Welcome | Reload | Hangup | Transfer | Say | Drain | Shutdown | ToolResult

@@ -142,5 +142,19 @@ class TransferProgress:
     at: float = field(default_factory=_now)
 
 
+@dataclass(frozen=True)
+class RelayReferred:
+    """OpenAI's leg of a relayed call sent REFER: the caller should go to ``target``.
+
+    The REFER itself was declined (pjsua would otherwise dial ``target`` from the gateway);
+    the call's owner transfers the caller's leg instead.
+    """
+
+    leg_id: int
+    target: str
+    at: float = field(default_factory=_now)
+
+
 SipEvent = (IncomingCall | MediaActive | CallState | LegEnded | RegistrationState
-            | DtmfReceived | TransferProgress | CallRefused | CallerRefer)
+            | DtmfReceived | TransferProgress | CallRefused | CallerRefer
+            | RelayReferred)

@@ -27,6 +27,7 @@ from gateway.sip.liveness import RtpWatch
 from gateway.sip.native import NativeChannel, NativePort
 
 if TYPE_CHECKING:
+    from gateway.sip.relay import RelayLeg
     from gateway.sip.ua import SipUserAgent
 
 log = logging.getLogger("gateway.sip")
@@ -110,6 +111,12 @@ class Leg(pj.Call):  # type: ignore[misc]
         #: Whether RTP from the peer is expected now (active sendrecv audio, not on hold).
         self.expect_rtp = False
         self.rtp_watch: RtpWatch | None = None
+        #: The relay leg to OpenAI's SIP endpoint, for a relayed call (:mod:`.relay`).
+        self.relay: RelayLeg | None = None
+        #: This leg's audio in the bridge while it is relayed.
+        self.relay_audio: Any = None
+        #: DISCONNECTED was reported.
+        self.gone = False
 
     def onCallState(self, prm: Any) -> None:
         """INVITE session state changed."""
@@ -144,7 +151,10 @@ class Leg(pj.Call):  # type: ignore[misc]
             self.expect_rtp = bool(media.dir & pj.PJMEDIA_DIR_DECODING)
             audio = self.getAudioMedia(index)
             channel = self.channel
-            if isinstance(channel, NativeChannel):
+            if self.relay is not None:  # the bridge joins it to OpenAI's leg: no port
+                self.relay_audio = audio
+                self.relay.relays.join(self)
+            elif isinstance(channel, NativeChannel):
                 if self.native_port is None:
                     self.native_port = channel.new_port(f"leg{self.leg_id}")
                 self.native_port.connect(audio.getPortId())
@@ -185,6 +195,9 @@ class Leg(pj.Call):  # type: ignore[misc]
         digit = str(prm.digit)
         method: Literal["rfc4733", "info"] = (
             "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733")
+        relay = self.relay
+        if relay is not None and not relay.gone:  # the agent hears it on OpenAI's leg
+            self.ua.guard(lambda: send_dtmf(relay, digit))
         self.ua.guard(lambda: self.ua.emit(DtmfReceived(self.session_leg, digit, method)))
 
     def onCallTransferStatus(self, prm: Any) -> None:
@@ -259,3 +272,11 @@ def state_name(state: int) -> str:
              pj.PJSIP_INV_STATE_CONFIRMED: "CONFIRMED",
              pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED"}
     return names.get(state, str(state))
+
+
+def send_dtmf(leg: Any, digit: str) -> None:
+    """Send one digit as an RFC 4733 telephone-event on ``leg`` (a ``pj.Call``)."""
+    prm = pj.CallSendDtmfParam()
+    prm.digits = digit
+    prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
+    leg.sendDtmf(prm)

@@ -49,6 +49,7 @@ from gateway.sip.liveness import RtpWatch
 from gateway.sip.native import NativeChannel, NativeMedia, load as load_native_media
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
 from gateway.sip.reject import DEFAULT_RETRY_AFTER_S, rejection_response
+from gateway.sip.relay import RelayConfig, Relays
 
 log = logging.getLogger("gateway.sip")
 
@@ -104,12 +105,17 @@ class SipUserAgent:
         pjsip_log_level: PJSIP's own log level (0-5).
         answer_deadline_s: An INVITE the loop has not answered after this long gets 503.
         log_content: Whether logs may show call content (REFER targets).
+        front: The SIP front this worker sits behind, if any.
+        relay: How relay legs to OpenAI's SIP endpoint are placed; ``None``: no relays.
     """
 
     def __init__(self, settings: SipSettings, *, playout_capacity_ms: int = 120_000,
                  pjsip_log_level: int = 1, answer_deadline_s: float = ANSWER_DEADLINE_S,
-                 log_content: bool = False, front: FrontTrust | None = None) -> None:
+                 log_content: bool = False, front: FrontTrust | None = None,
+                 relay: RelayConfig | None = None) -> None:
         self.settings = settings
+        #: Relayed calls (``relay:`` routes), when webhook calls are on.
+        self.relays = Relays(self, relay) if relay is not None else None
         #: The SIP front this worker sits behind, if any: its requests carry the real source.
         self.front = front
         self.draining = False
@@ -175,8 +181,8 @@ class SipUserAgent:
 
     @property
     def active_calls(self) -> int:
-        """Calls holding a slot right now."""
-        return len(self._legs)
+        """Call slots in use right now (a relayed call holds two)."""
+        return len(self._legs) + (self.relays.count if self.relays is not None else 0)
 
     def drain(self) -> None:
         """Refuse new calls and OPTIONS probes with 503 from now on; live calls go on."""
@@ -212,6 +218,16 @@ class SipUserAgent:
         """Blind transfer: send REFER to ``target_uri`` (progress as TransferProgress events)."""
         self._submit(lambda: self._with_leg(leg_id, lambda leg: leg.xfer(target_uri,
                                                                            pj.CallOpParam(True))))
+
+    def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """Place the leg's relay call to ``uri`` (:mod:`gateway.sip.relay`); 503 if it fails."""
+        def go(leg: Leg) -> None:
+            if self.relays is None:
+                leg.cause = "relayed calls need openai_calls.enabled"
+                self.answer_leg(leg, 503, "Relay Not Configured")
+                return
+            self.relays.dial(leg, uri, headers)
+        self._submit(lambda: self._with_leg(leg_id, go))
 
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         """Send ``digits`` as RFC 4733 telephone-events."""
@@ -308,8 +324,14 @@ class SipUserAgent:
         ep.libStart()
         assert first is not None
         trunk = UaAccount(self, "trunk")
-        trunk.create(self._account_config(f"sip:gateway@{first.host}:{first.port}"), True)
+        trunk.create(self.account_config(f"sip:gateway@{first.host}:{first.port}"), True)
         self._accounts.append(trunk)
+        if self.relays is not None:
+            try:
+                self.relays.create(ep, first.host)
+            except Exception as exc:  # pjsua2.Error
+                raise GatewayError(f"cannot create the relay's TLS transport: "
+                                   f"{error_text(exc)}") from None
         if self.front is None:  # behind a front, the front registers the extension once
             for acct in self.settings.accounts:
                 self._accounts.append(self._create_registration(acct))
@@ -369,7 +391,8 @@ class SipUserAgent:
         host, _, port = local.rpartition(":")
         return BoundTransport(t.type, host or t.host, int(port or t.port))
 
-    def _account_config(self, id_uri: str) -> Any:
+    def account_config(self, id_uri: str) -> Any:
+        """An ``AccountConfig`` with the gateway's media, timer and SRTP settings."""
         ac = pj.AccountConfig()
         ac.idUri = id_uri
         media = ac.mediaConfig.transportConfig
@@ -389,7 +412,7 @@ class SipUserAgent:
         return ac
 
     def _create_registration(self, acct: AccountSettings) -> UaAccount:
-        ac = self._account_config(f"sip:{acct.user}@{acct.domain}")
+        ac = self.account_config(f"sip:{acct.user}@{acct.domain}")
         ac.regConfig.registrarUri = acct.registrar
         ac.regConfig.timeoutSec = acct.expires_s
         ac.regConfig.retryIntervalSec = 30
@@ -502,7 +525,7 @@ class SipUserAgent:
     def _refusal(self, leg: Leg, whole: str, headers: tuple[tuple[str, str], ...],
                  transport: str) -> Refusal | None:
         """What pjsua let through but the gateway must refuse before routing, if anything."""
-        if len(self._legs) > self.max_calls:
+        if self.active_calls > self.max_calls:
             self.stats.calls_refused_capacity += 1
             log.warning("at capacity (%d calls): refusing call with 503", self.max_calls)
             status, reason, extra = rejection_response(CapacityExceeded())
@@ -519,20 +542,22 @@ class SipUserAgent:
 
     def _answer(self, leg_id: int, status: int, reason: str,
                 headers: tuple[tuple[str, str], ...]) -> None:
-        self._with_leg(leg_id, lambda leg: self._answer_leg(leg, status, reason, headers))
+        self._with_leg(leg_id, lambda leg: self.answer_leg(leg, status, reason, headers))
 
-    def _answer_leg(self, leg: Leg, status: int, reason: str,
-                    headers: tuple[tuple[str, str], ...]) -> None:
+    def answer_leg(self, leg: Leg, status: int, reason: str,
+                   headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Respond to ``leg``'s INVITE (``sip`` thread)."""
         if status >= 200:
             leg.answered = True
         leg.answer(_op_param(status, reason, headers))
 
     def _hangup(self, leg_id: int, status: int, reason: str) -> None:
         def go(leg: Leg) -> None:
-            self._end_leg(leg, status, reason)
+            self.end_leg(leg, status, reason)
         self._with_leg(leg_id, go)
 
-    def _end_leg(self, leg: Leg, status: int, reason: str = "") -> None:
+    def end_leg(self, leg: Leg, status: int, reason: str = "") -> None:
+        """End ``leg``: a final response before answer, BYE after (``sip`` thread)."""
         headers: tuple[tuple[str, str], ...] = ()
         if not leg.answered:  # a final response: a 503 says when to retry
             _, _, headers = rejection_response(CallRejected(reason, sip_status=status))
@@ -559,7 +584,7 @@ class SipUserAgent:
                 self.stats.answer_deadline_expired += 1
                 log.error("leg %d not answered within %.0f s: 503", leg.leg_id,
                           self._answer_deadline_s)
-                self._answer_leg(leg, *rejection_response(
+                self.answer_leg(leg, *rejection_response(
                     CallRejected("No Answer From Gateway", sip_status=503)))
 
     def _check_media(self) -> None:
@@ -580,7 +605,7 @@ class SipUserAgent:
                 log.warning("leg %d: no RTP from the caller for %.0f s: hanging up",
                             leg.leg_id, timeout)
                 leg.cause = f"no RTP from the caller for {timeout:g} s"
-                self._end_leg(leg, 200)
+                self.end_leg(leg, 200)
 
     def leg_confirmed(self, leg: Leg) -> None:
         """A leg reached CONFIRMED; a transfer leg then takes over its call."""
@@ -632,6 +657,9 @@ class SipUserAgent:
             # pjsip's RFC 4028 timer ended a session the peer stopped refreshing.
             leg.cause = leg.cause or "SIP session timer expired (no refresh, RFC 4028)"
         leg.destroy_port()
+        leg.gone = True
+        if self.relays is not None:
+            self.relays.caller_gone(leg)
         # Drop the Call inside its DISCONNECTED callback so a reused slot never sees it
         # (pjsua2-notes §4.2).
         self._legs.pop(leg.leg_id, None)
@@ -654,7 +682,7 @@ class SipUserAgent:
         try:
             ep.hangupAllCalls()
             deadline = time.monotonic() + 3.0
-            while self._legs and time.monotonic() < deadline:
+            while (self._legs or self.active_calls) and time.monotonic() < deadline:
                 ep.libHandleEvents(10)
             for leg in list(self._legs.values()):  # peers that never answered our BYE
                 leg.destroy_port()
@@ -667,6 +695,8 @@ class SipUserAgent:
             while registered and time.monotonic() < deadline:
                 ep.libHandleEvents(10)
                 registered = [a for a in registered if a.getInfo().regIsActive]
+            if self.relays is not None:
+                self.relays.shutdown()
             for account in self._accounts:
                 account.shutdown()
             self._accounts.clear()

@@ -33,6 +33,7 @@ from typing import Any, Final, assert_never
 
 from gateway.calls.manager import CallManager
 from gateway.calls.session import CallRecord
+from gateway.dialplan.router import RouteDecision, first_values
 from gateway.errors import GatewayError
 from gateway.ipc import messages as m
 from gateway.ipc.channel import ChannelClosed, WorkerChannel
@@ -50,6 +51,8 @@ LOAD_INTERVAL_S: Final = 1.0
 _QUEUE_SIZE: Final = 4096
 #: Largest ``call_event`` data sent (the protocol's bound is 16 KiB).
 _MAX_EVENT_BYTES: Final = 8 * 1024
+#: Headers of the caller's INVITE passed on with ``relay_offered`` (the protocol's bound).
+_MAX_RELAY_HEADERS: Final = 64
 #: Commands (hangup, transfer, say) running at once.
 MAX_COMMANDS: Final = 256
 #: How long a transfer commanded by the control process waits for its final NOTIFY.
@@ -129,6 +132,20 @@ class WorkerLink:
                                 uri_user(offer.request_uri)[:128], offer.source_ip,
                                 time.time()))
         self._send_load()
+
+    def relay_offered(self, offer: IncomingCall, decision: RouteDecision, token: str) -> None:
+        """Tell the control process a relay leg with ``token`` is about to dial OpenAI."""
+        headers: dict[str, str] = {}
+        for name, value in first_values(offer.headers).items():
+            if len(headers) >= _MAX_RELAY_HEADERS:
+                break
+            if 0 < len(name) <= 128:
+                headers[name] = value[:1024]
+        self._put(m.RelayOffered(
+            self.call_id(offer.leg_id), token, decision.route.name[:128],
+            offer.from_user[:128], offer.to_user[:128], offer.request_uri[:1024],
+            offer.source_ip, (offer.account or "trunk")[:128],
+            offer.from_name[:128] if offer.from_name else None, headers))
 
     def call_started(self, leg_id: int, route: str, agent: str, codec: str) -> None:
         """Report an answered agent call."""

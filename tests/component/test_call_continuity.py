@@ -254,6 +254,9 @@ class Sip:
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         self.commands.append(("dtmf", digits))
 
+    def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        self.commands.append(("relay", uri))
+
 
 def offer(leg_id: int = 7) -> IncomingCall:
     return IncomingCall(leg_id=leg_id, sip_call_id=f"call-{leg_id}", from_uri="sip:200@x",

@@ -75,6 +75,9 @@ class RecordingSip:
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         raise AssertionError("no DTMF expected")
 
+    def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
+        raise AssertionError("no relay expected")
+
 
 def _plan() -> Dialplan:
     return parse_dialplan(PLAN, "<manager-test>")

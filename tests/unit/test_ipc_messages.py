@@ -26,6 +26,7 @@ from gateway.ipc.messages import (
     IpcError,
     Load,
     Message,
+    RelayOffered,
     Reload,
     Say,
     Shutdown,
@@ -42,7 +43,7 @@ from gateway.ipc.messages import (
 
 pytestmark = pytest.mark.unit
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v2.jsonl"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v3.jsonl"
 
 #: One example of every message (several where a field changes the shape), in fixture order.
 EXAMPLES: list[Message] = [
@@ -55,6 +56,10 @@ EXAMPLES: list[Message] = [
                 source_ip="192.0.2.10", time=1767225600.25),
     CallOffered(call_id="w1-18", sip_call_id="x", from_user="", to_user="", request_uri_user="",
                 source_ip="2001:db8::1", time=1767225601.0),
+    RelayOffered(call_id="w1-19", token="kq3T0b8xV2m_Qe9rYp4LzA-fHn6WcJ1s", route="relayed",
+                 from_user="+15550100", to_user="support", request_uri="sip:support@gw.example",
+                 source_ip="192.0.2.10", account="pbx", caller_name="Ada",
+                 headers={"X-Customer": "A-1001", "Call-ID": "a84b4c@pbx"}),
     CallStarted(call_id="w1-17", route="support-line", agent="concierge", codec="PCMU"),
     CallEvent(call_id="w1-17", kind="state", time=1767225600.5, data={"state": "answered"}),
     CallEvent(call_id="w1-17", kind="transcript", time=1767225602.0,
@@ -113,7 +118,7 @@ def _line(msg: Message) -> str:
 def test_examples_cover_every_message_type() -> None:
     assert {type(m) for m in EXAMPLES} == set(WORKER_MESSAGES) | set(CONTROL_MESSAGES)
     assert not set(WORKER_MESSAGES) & set(CONTROL_MESSAGES)
-    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 16
+    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 17
 
 
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: type(m).__name__)
@@ -173,7 +178,7 @@ def test_negotiate() -> None:
     with pytest.raises(IpcError) as info:
         negotiate(Hello("w", 1, 1, "", 1, "h", 5060), "abc")
     assert str(info.value) == (
-        "IPC message 'hello': field 'protocol' version 1 is not supported (this side speaks 2)")
+        "IPC message 'hello': field 'protocol' version 1 is not supported (this side speaks 3)")
     assert info.value.field == "protocol"
 
 
@@ -200,9 +205,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("no type", {"pid": 1}, "IPC message: field 'type' has no string 'type'"),
     ("type not a string", {"type": 3}, "IPC message: field 'type' has no string 'type'"),
     ("unknown type", {"type": "call_parked"},
-     "IPC message: unknown message type 'call_parked' (protocol version 2)"),
+     "IPC message: unknown message type 'call_parked' (protocol version 3)"),
     ("long unknown type", {"type": "x" * 100},
-     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 2)"),
+     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 3)"),
     ("unknown field", {**HELLO, "zone": "eu"}, "IPC message 'hello': unknown field 'zone'"),
     ("unknown null field", {**HELLO, "zone": None}, "IPC message 'hello': unknown field 'zone'"),
     ("missing", {k: v for k, v in HELLO.items() if k != "pid"},
