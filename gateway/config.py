@@ -165,6 +165,9 @@ class SipSettings:
     max_calls: int | None = None
     rtp_port_start: int = 20000
     rtp_port_range: int = 2000
+    #: Address RTP (and a relayed call's TLS leg to OpenAI) binds; ``None``: the first
+    #: transport's host. Behind the front a worker's SIP is on loopback, its media is not.
+    rtp_host: str | None = None
     public_address: str | None = None
     user_agent: str = "gateway"
     #: Refer-To URIs (regular expressions, matched in full) a caller's in-dialog REFER may
@@ -481,6 +484,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
                    if r.has("max_calls") else None),
         rtp_port_start=r.int("rtp_port_start", 20000, min=1024, max=65000),
         rtp_port_range=r.int("rtp_port_range", 2000, min=8, max=40000),
+        rtp_host=r.str("rtp_host", None) if r.has("rtp_host") else None,
         public_address=r.str("public_address", None) if r.has("public_address") else None,
         user_agent=r.str("user_agent", "gateway"),
         caller_refer_allow=_patterns(r, "caller_refer_allow"),

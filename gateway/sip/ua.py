@@ -328,7 +328,7 @@ class SipUserAgent:
         self._accounts.append(trunk)
         if self.relays is not None:
             try:
-                self.relays.create(ep, first.host)
+                self.relays.create(ep, self.media_host)
             except Exception as exc:  # pjsua2.Error
                 raise GatewayError(f"cannot create the relay's TLS transport: "
                                    f"{error_text(exc)}") from None
@@ -391,6 +391,11 @@ class SipUserAgent:
         host, _, port = local.rpartition(":")
         return BoundTransport(t.type, host or t.host, int(port or t.port))
 
+    @property
+    def media_host(self) -> str:
+        """The address RTP binds (``sip.rtp_host``, else the first transport's host)."""
+        return self.settings.rtp_host or self.settings.transports[0].host
+
     def account_config(self, id_uri: str) -> Any:
         """An ``AccountConfig`` with the gateway's media, timer and SRTP settings."""
         ac = pj.AccountConfig()
@@ -398,7 +403,7 @@ class SipUserAgent:
         media = ac.mediaConfig.transportConfig
         media.port = self.settings.rtp_port_start
         media.portRange = self.settings.rtp_port_range
-        media.boundAddress = self.settings.transports[0].host
+        media.boundAddress = self.media_host
         if self.settings.public_address:
             media.publicAddress = self.settings.public_address
         sip = self.settings

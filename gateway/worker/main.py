@@ -54,9 +54,12 @@ def worker_settings(settings: Settings, args: argparse.Namespace) -> Settings:
     """The settings of this worker's slot, derived from the gateway's."""
     transports = settings.sip.transports if args.own_transports else \
         (TransportSettings(type="udp", host="127.0.0.1", port=args.sip_port),)
+    # SIP goes to loopback behind the front; media stays on the configured address, where
+    # callers send their RTP (and from where a relayed call's TLS leg reaches OpenAI).
     sip = dataclasses.replace(
         settings.sip, transports=transports,
         rtp_port_start=args.rtp_port_start, rtp_port_range=args.rtp_port_range,
+        rtp_host=settings.sip.rtp_host or settings.sip.transports[0].host,
         public_address=settings.sip.public_address)
     realtime = dataclasses.replace(settings.realtime, url=args.realtime_url)
     if args.embedded_simulator and not realtime.api_key.value:

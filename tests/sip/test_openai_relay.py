@@ -22,12 +22,12 @@ import pytest
 from gateway.sim.options import SimOptions
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimulatorServer
-from tests.sip.gateway import Gateway, run_gateway
+from tests.sip.gateway import Gateway, control_get, run_gateway, wait_until
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
 from tests.support.procs import free_tcp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
-from tests.support.sipp import start_sipp
+from tests.support.sipp import run_sipp_async, start_sipp
 from tests.support.tls import self_signed
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
@@ -93,6 +93,15 @@ def _worker_record(gw: Gateway) -> dict[str, Any]:
     raise AssertionError("no relayed call record of the SIP worker in the gateway log")
 
 
+def _active(gw: Gateway, slots: int) -> list[dict[str, Any]] | None:
+    """The live calls once the worker reports ``slots`` call slots in use."""
+    view = control_get(gw, "/v1/calls")
+    if [w["active"] for w in view["workers"]] != [slots]:
+        return None
+    live: list[dict[str, Any]] = view["calls"]
+    return live
+
+
 def _loud_frames(cap: Capture, port: int) -> int:
     streams = [s for s in rtp_streams(cap.packets()) if s.dport == port]
     assert streams, "no RTP reached SIPp"
@@ -115,6 +124,9 @@ async def test_a_relayed_call_hears_the_agent_and_its_tool_runs_on_the_sideband(
                            keys={"audio_file": str(audio)}, timeout_s=40) as sipp:
             call = await sim.wait_for_call(0, timeout=15)
             session = await call.wait_accepted(timeout=10)
+            # One relayed call holds two call slots of its worker, and says it is relayed.
+            calls = await asyncio.to_thread(wait_until, lambda: _active(gw, 2), 10.0,
+                                            "the worker reporting 2 slots in use")
             output = await call.wait_for_event(
                 "conversation.item.added", timeout=30,
                 predicate=lambda e: e.get("item", {}).get("type") == "function_call_output")
@@ -125,6 +137,7 @@ async def test_a_relayed_call_hears_the_agent_and_its_tool_runs_on_the_sideband(
         record = _worker_record(gw)
     assert result.ok, result.describe()
     assert result.final_statuses() == [200]
+    assert [(c["kind"], c["route"]) for c in calls] == [("relayed", "relayed")]
     assert "relay concierge" in session["instructions"]
     # The relay leg reached "OpenAI" over TLS with SRTP, carrying the worker's token.
     assert call.record.media_security == "srtp"
@@ -189,3 +202,46 @@ async def test_a_dtmf_rule_on_a_relayed_call_refers_the_caller(tmp_path: Path) -
     assert record["end_reason"] == "transferred"
     assert record["dtmf_digits"] == 1
     assert "relayed call" in log and "transfer done" in log
+
+
+async def test_a_forged_relay_token_is_refused(tmp_path: Path) -> None:
+    """A call to OpenAI that claims to be a relay leg, with a token no worker gave: 403."""
+    port = free_tcp_port()
+    async with _sim(tmp_path, port) as sim, \
+            run_gateway(tmp_path, sim, PLAN, control_port=port, extra=_config(tmp_path, sim),
+                        env={"OPENAI_WEBHOOK_SECRET": SECRET}) as gw:
+        forged = await sim.incoming_call([
+            ("From", "<sip:mallory@198.51.100.7>;tag=1"), ("To", "<sip:200@sip.api.openai.com>"),
+            ("Call-ID", "forged@198.51.100.7"), ("X-Gateway-Relay", "A" * 32)])
+        assert await forged.wait_rejected(timeout=10) == 403
+        log = gw.log()
+    assert "unknown or spent relay token: 403" in log
+    assert forged.session is None  # never accepted
+
+
+async def test_openai_not_answering_refuses_the_caller_and_cancel_reaches_openai(
+        tmp_path: Path) -> None:
+    """No webhook reaches the gateway (OpenAI rings on): the caller gets 503 after
+    relay_answer_timeout_s; a caller who gives up first cancels the relay leg too."""
+    dead = free_tcp_port()  # the simulator's webhooks go nowhere
+    config = {"openai_calls": {"relay_answer_timeout_s": 2}}
+    async with _sim(tmp_path, dead) as sim:
+        extra = _config(tmp_path, sim)
+        extra["openai_calls"].update(config["openai_calls"])
+        async with run_gateway(tmp_path, sim, PLAN, extra=extra,
+                               env={"OPENAI_WEBHOOK_SECRET": SECRET}) as gw:
+            refused = await run_sipp_async(
+                "uac_expect_status", gw.target, log_dir=tmp_path / "sipp", service="200",
+                keys={"expected_status": "503"}, timeout_s=20)
+            first = await sim.wait_for_call(0, timeout=5)
+            assert await first.wait_ended(timeout=10) == "caller"  # CANCELled by the worker
+            cancelled = await run_sipp_async("uac_cancel", gw.target,
+                                             log_dir=tmp_path / "sipp2", service="200",
+                                             timeout_s=20)
+            second = await sim.wait_for_call(1, timeout=5)
+            assert await second.wait_ended(timeout=10) == "caller"
+            await gw.wait_log("caller cancelled")
+            log = gw.log()
+    assert refused.ok, refused.describe()
+    assert cancelled.ok, cancelled.describe()
+    assert "OpenAI did not answer within 2 s" in log
