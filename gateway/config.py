@@ -219,6 +219,22 @@ class ControlSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    """Call records in a database, written by the control process (``gateway.records``)."""
+
+    enabled: bool = True
+    #: An SQLite file (relative: beside the config file) or a ``postgresql://`` URL without
+    #: a password (that comes from ``password``).
+    database: str = "calls.db"
+    #: PostgreSQL password, from ``$GATEWAY_RECORDS_PASSWORD`` (``records.password_env``).
+    password: Secret = Secret("")
+    #: Records older than this are pruned (checked hourly); 0 keeps them forever.
+    retention_days: float = 90.0
+    #: Whether the caller's and agent's transcript turns are stored.
+    transcripts: bool = True
+
+
+@dataclass(frozen=True)
 class OpenAICallsSettings:
     """Calls that reach OpenAI's SIP endpoint: its ``realtime.call.incoming`` webhook.
 
@@ -298,6 +314,7 @@ class Settings:
     logging: LogSettings = LogSettings()
     dialplan: str = DEFAULT_DIALPLAN
     openai_calls: OpenAICallsSettings = OpenAICallsSettings()
+    records: RecordSettings = RecordSettings()
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -348,6 +365,7 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     calls = _calls(root.sub("calls"))
     openai_calls = _openai_calls(root.sub("openai_calls"), env, realtime)
     logs = _logging(root.sub("logging"), env)
+    records = _records(root.sub("records"), env)
     dialplan = _override(env, "GATEWAY_DIALPLAN",
                          _beside(doc.source, root.str("dialplan", DEFAULT_DIALPLAN)))
     if dialplan == DEFAULT_DIALPLAN and not Path(dialplan).exists() \
@@ -358,7 +376,7 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     root.raise_errors()
     return Settings(source=doc.source, realtime=realtime, simulator=simulator, sip=sip,
                     control=control, calls=calls, logging=logs, dialplan=dialplan,
-                    openai_calls=openai_calls)
+                    openai_calls=openai_calls, records=records)
 
 
 def _override(env: Mapping[str, str], name: str, file_value: str) -> str:
@@ -408,6 +426,32 @@ def _realtime(r: Reader, env: Mapping[str, str]) -> RealtimeSettings:
         r.error("api_key_env", f"{url} needs an API key: set ${key_var} (or headers_from_env)")
     r.finish()
     return settings
+
+
+def _records(r: Reader, env: Mapping[str, str]) -> RecordSettings:
+    password_var = r.str("password_env", "GATEWAY_RECORDS_PASSWORD",
+                         pattern=r"[A-Za-z_][A-Za-z0-9_]*")
+    database = r.str("database", "calls.db")
+    if database.startswith(("postgresql://", "postgres://")) and re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", database):
+        r.error("database", f"put no password in the URL: set ${password_var} instead")
+    out = RecordSettings(
+        enabled=r.bool("enabled", True),
+        database=database,
+        password=Secret(env.get(password_var, "")),
+        retention_days=r.float("retention_days", 90.0, min=0, max=36500),
+        transcripts=r.bool("transcripts", True),
+    )
+    r.finish()
+    return out
+
+
+def records_database(settings: Settings) -> str:
+    """``records.database`` as opened: a relative SQLite file is beside the config file."""
+    database = settings.records.database
+    if database.startswith(("postgresql://", "postgres://")) or Path(database).is_absolute() \
+            or settings.source.startswith("<"):
+        return database
+    return os.path.normpath(Path(settings.source).parent / database)
 
 
 def _openai_calls(r: Reader, env: Mapping[str, str],
