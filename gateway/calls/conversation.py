@@ -524,15 +524,17 @@ class CallAgent:
             elif isinstance(step, guardrails.CreateResponse):
                 await self.request_response(step.instructions)
             elif isinstance(step, guardrails.Transfer):
-                self._spawn(self._transfer_and_end(step.target), "guardrail-transfer")
+                self._spawn(self._transfer_and_end(
+                    step.target, f"guardrail transferred the call to {step.target}"),
+                    "guardrail-transfer")
             elif isinstance(step, guardrails.HangUp):
                 self._ending = True
                 self.control.end_call(f"guardrail {trip.guardrail} ended the call")
 
-    async def _transfer_and_end(self, uri: str) -> None:
+    async def _transfer_and_end(self, uri: str, reason: str) -> None:
         result = await self.control.transfer(uri, 30.0)
         if result.ok:
-            self.control.end_call(f"guardrail transferred the call to {uri}")
+            self.control.end_call(reason)
 
     # DTMF --------------------------------------------------------------------------------
 
@@ -570,7 +572,9 @@ class CallAgent:
                 self._ending = True
                 self.control.end_call(f"caller pressed {rule.digits}")
             elif rule.action == "transfer" and rule.target:
-                self._spawn(self._transfer_and_end(rule.target), "dtmf-transfer")
+                self._spawn(self._transfer_and_end(
+                    rule.target, f"caller pressed {rule.digits}: transferred to {rule.target}"),
+                    "dtmf-transfer")
             elif rule.action == "say":
                 await self.request_response(say_exactly(rule.message))
 

@@ -162,6 +162,10 @@ class SidebandSession:
         except CallsApiError as exc:
             self.record.end_reason = f"accept failed: {exc}"
             log.error("call %s: accept failed: %s", self.call_id, exc)
+            # Not left ringing until OpenAI's timeout: the caller hears a refusal now if the
+            # API takes one.
+            with contextlib.suppress(CallsApiError):
+                await self.calls.reject(self.call_id, 503)
             return
         self.record.accepted = True
         try:
@@ -194,9 +198,15 @@ class SidebandSession:
             return receive.result()
         if not done:
             self.end_call(f"max duration {self.max_duration_s:g} s")
-        # The gateway ends the call: keep reading while the farewell plays (stopped events).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finish_speaking(), FAREWELL_WAIT_S)
+        # The gateway ends the call: keep reading while the farewell plays (stopped events),
+        # but not past the sideband's end (a call ended mid-sentence sends no "stopped").
+        speaking = asyncio.create_task(self._finish_speaking(),
+                                       name=f"openai:{self.call_id}:farewell")
+        try:
+            await asyncio.wait({speaking, receive}, timeout=FAREWELL_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            speaking.cancel()
         receive.cancel()
         await asyncio.gather(receive, return_exceptions=True)
         return self.record.end_reason

@@ -7,7 +7,9 @@ auth; rules and error envelopes of :mod:`gateway.sim.calls`: 200 with an empty b
 test-control surface: the Python API (:meth:`CallDesk.incoming_call`, then
 :class:`~gateway.sim.simcall.SimCall`) and its HTTP form under ``/sim/calls`` (no auth; not
 part of the OpenAI API): ``POST /sim/calls`` places a call, ``GET /sim/calls[/{id}]`` shows
-calls, ``POST /sim/calls/{id}/audio|say|dtmf|hangup|transfer`` plays the caller.
+calls, ``POST /sim/calls/{id}/audio|say|dtmf|hangup|transfer`` plays the caller, and
+``POST /sim/calls/{id}/drop_sideband|refuse_sidebands`` plays a failing API (``rest_faults`` on
+``POST /sim/calls`` scripts REST answers: :mod:`gateway.sim.restfaults`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -34,6 +36,7 @@ from gateway.sim.calls import (
     parse_body,
 )
 from gateway.sim.options import SimOptions
+from gateway.sim.restfaults import RestFaults
 from gateway.sim.scenario import ScenarioBook
 from gateway.sim.signing import FAULTS, WebhookFault
 from gateway.sim.simcall import Drive, SimCall
@@ -50,7 +53,7 @@ CALLS_PATH: Final = "/v1/realtime/calls"
 SIM_CALLS_PATH: Final = "/sim/calls"
 _CREATE_KEYS: Final = frozenset(
     {"sip_headers", "media_security", "call_id", "duplicates", "webhook_fault", "deliver",
-     "scenario"}
+     "scenario", "rest_faults"}
 )
 
 
@@ -97,6 +100,7 @@ class CallDesk:
         webhook_fault: WebhookFault | None = None,
         deliver: bool = True,
         scenario: str | None = None,
+        rest_faults: Mapping[str, Sequence[int]] | None = None,
     ) -> SimCall:
         """See :meth:`gateway.sim.server.SimulatorServer.incoming_call`."""
         call_id = call_id or new_id("rtc")
@@ -110,6 +114,7 @@ class CallDesk:
             raise ValueError(f"unknown scenario {scenario!r}")
         if media_security is not None and not isinstance(media_security, str):
             raise ValueError("media_security must be a string ('rtp', 'srtp') or None")
+        faults = RestFaults(rest_faults)
         headers = (
             default_sip_headers(call_id) if sip_headers is None
             else normalize_sip_headers(sip_headers)
@@ -118,7 +123,7 @@ class CallDesk:
             call_id, headers, media_security, time.time(), self.options.ring_timeout_s,
             self.options.default_model,
         )
-        call = SimCall(record, self, scenario)
+        call = SimCall(record, self, scenario, faults)
         self.calls.append(call)
         self._forget_over()
         call.start_ringing(self._sender if deliver else None, 1 + duplicates, webhook_fault)
@@ -185,6 +190,7 @@ class CallDesk:
                     webhook_fault=params.get("webhook_fault"),
                     deliver=bool(params.get("deliver", True)),
                     scenario=params.get("scenario"),
+                    rest_faults=params.get("rest_faults"),
                 )
             except (TypeError, ValueError) as exc:
                 raise _control(400, str(exc)) from None
@@ -239,6 +245,13 @@ class CallDesk:
             await call.hangup(abort=bool(params.get("abort", False)))
         elif action == "transfer":
             await call.transfer_result(bool(params.get("ok", True)))
+        elif action == "drop_sideband":
+            await call.drop_sideband(abort=bool(params.get("abort", True)))
+        elif action == "refuse_sidebands":
+            try:
+                call.refuse_sidebands(params.get("status", 503))
+            except ValueError as exc:
+                raise _control(400, str(exc)) from None
         else:
             raise invalid_url("POST", f"{SIM_CALLS_PATH}/{call.call_id}/{action}")
 

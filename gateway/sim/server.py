@@ -387,6 +387,7 @@ class SimulatorServer:
         webhook_fault: WebhookFault | None = None,
         deliver: bool = True,
         scenario: str | None = None,
+        rest_faults: Mapping[str, Sequence[int]] | None = None,
     ) -> SimCall:
         """A SIP INVITE reaches "OpenAI": place a ringing Realtime call and announce it.
 
@@ -407,6 +408,8 @@ class SimulatorServer:
                 ``future_timestamp``.
             deliver: ``False`` sends no webhook even if a URL is configured.
             scenario: Scenario name for the call's session when no ``match`` selects one.
+            rest_faults: HTTP statuses for the call's next REST requests, per verb
+                (``{"accept": [503, 503]}``; :mod:`gateway.sim.restfaults`).
 
         Returns:
             The call, ringing.
@@ -422,6 +425,7 @@ class SimulatorServer:
             webhook_fault=webhook_fault,
             deliver=deliver,
             scenario=scenario,
+            rest_faults=rest_faults,
         )
 
     async def wait_for_call(self, index: int = 0, timeout: float = 5) -> SimCall:  # noqa: ASYNC109
@@ -551,6 +555,9 @@ class SimulatorServer:
         call_id = query.get("call_id")
         call = self._desk.get(call_id) if call_id else None
         if call is not None:
+            if call.sideband_refusal is not None:
+                return _http_error(call.sideband_refusal, "server_error", None,
+                                   "The simulator was told to refuse this call's sidebands.")
             if not call.can_attach() or call.core is None:
                 # Like the real API for a call with no running session: 404, empty body.
                 return web.Response(status=404)

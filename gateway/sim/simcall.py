@@ -16,6 +16,8 @@ it). A VAD barge-in, or ``output_audio_buffer.clear``, while the caller hears th
 the audio and truncates the item to what was played, server side. Every session event is
 broadcast to all the call's sidebands (an ``error`` only to the connection that caused it) and
 kept in :attr:`SimCall.sent`. Ending the call cancels its tasks and closes its sidebands.
+Faults for tests: scripted REST answers (:mod:`gateway.sim.restfaults`), a sideband dropped
+mid-call while the call goes on, and sideband upgrades refused with an HTTP status.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from gateway.sim.calls import (
     WITH_SESSION,
     CallControlError,
+    CallError,
     CallState,
     EndedBy,
     RealtimeCall,
@@ -38,6 +41,7 @@ from gateway.sim.calls import (
 from gateway.sim.core import SimSession
 from gateway.sim.playout import FRAME_BYTES, FRAME_MS, AgentPlayout, rtp_pcm
 from gateway.sim.responses import ResponseRun
+from gateway.sim.restfaults import RestFaults, fault_error
 from gateway.sim.signing import WebhookFault
 from gateway.sim.tts import synthesize_async
 from gateway.sim.validate import BETA_CLOSE_CODE
@@ -102,11 +106,16 @@ class SimCall:
         on_state_change: Called with the call after every change of :attr:`state` (the SIP
             endpoint answers, rejects, refers or hangs up the SIP leg on it). Must not block
             or raise.
+        faults: The REST answers scripted for this call's next requests.
+        requests: ``(verb, HTTP status answered)`` of every REST request on this call.
+        sideband_refusal: HTTP status the call's sideband upgrades are refused with, or
+            ``None`` (they attach); see :meth:`refuse_sidebands`.
     """
 
     turns: TurnTimer | None = None
 
-    def __init__(self, record: RealtimeCall, desk: CallDesk, scenario: str | None) -> None:
+    def __init__(self, record: RealtimeCall, desk: CallDesk, scenario: str | None,
+                 faults: RestFaults | None = None) -> None:
         self.record = record
         self.core: SimSession | None = None
         self.playout: AgentPlayout | None = None
@@ -115,6 +124,9 @@ class SimCall:
         self.deliveries: list[Delivery] = []
         self.on_agent_audio: Callable[[bytes], None] | None = None
         self.on_state_change: Callable[[SimCall], None] | None = None
+        self.faults = faults or RestFaults()
+        self.requests: list[tuple[str, int]] = []
+        self.sideband_refusal: int | None = None
         self._desk = desk
         self._scenario = scenario
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,6 +165,9 @@ class SimCall:
         summary["sidebands"] = len([c for c in self.sidebands if not c.closed])
         summary["deliveries"] = [d.to_json() for d in self.deliveries]
         summary["agent_audio_ms"] = self.playout.played_total_ms if self.playout else 0.0
+        summary["rest_requests"] = [{"verb": v, "status": s} for v, s in self.requests]
+        summary["rest_faults"] = self.faults.pending()
+        summary["sideband_refusal"] = self.sideband_refusal
         return summary
 
     # --- waiting for outcomes -------------------------------------------------------------
@@ -377,7 +392,16 @@ class SimCall:
         Raises:
             CallError: What the API answers instead of 200.
         """
-        self.record.request(verb, body, time.time())
+        fault = self.faults.take(verb)
+        try:
+            if fault is not None:
+                raise fault_error(fault, self.call_id)
+            self.record.request(verb, body, time.time())
+        except CallError as exc:
+            self.requests.append((verb, exc.status))
+            self._desk.changes.notify()
+            raise
+        self.requests.append((verb, 200))
         if self.record.state is CallState.ACCEPTED and self.core is None:
             self._start_session()
         elif self.record.over:
@@ -471,6 +495,33 @@ class SimCall:
         request, self.core.close_request = self.core.close_request, None
         conn.send(events)
         conn.close(BETA_CLOSE_CODE, request.reason if request is not None else "")
+
+    async def drop_sideband(self, *, abort: bool = True) -> int:
+        """The API loses the call's sideband connections; the call and its session go on.
+
+        Args:
+            abort: Cut the TCP connections (clients see 1006, no close frame); ``False``
+                closes them with 1011 (internal error). Both are worth a reconnect.
+
+        Returns:
+            How many connections were dropped.
+        """
+        live = [c for c in self.sidebands if not c.closing]
+        await asyncio.gather(*(c.drop(1011, "Simulated sideband failure.", abort=abort)
+                               for c in live))
+        return len(live)
+
+    def refuse_sidebands(self, status: int | None = 503) -> None:
+        """Refuse the call's sideband upgrades with HTTP ``status`` from now on.
+
+        Connections already open stay. ``None`` lets sidebands attach again.
+
+        Raises:
+            ValueError: ``status`` is not an HTTP error status (400-599).
+        """
+        if status is not None and not (type(status) is int and 400 <= status <= 599):
+            raise ValueError(f"a sideband refusal is an HTTP status 400-599, got {status!r}")
+        self.sideband_refusal = status
 
     def client_events(self, conn: SimConnection, events: list[dict[str, Any]]) -> bool:
         """Route the core's answer to a sideband's client event; False once ``conn`` closes."""

@@ -64,11 +64,15 @@ class Attempt:
         at: Unix time it was sent.
         status: The HTTP status answered, or ``None`` (timeout, connection error).
         error: What went wrong without a status, else ``None``.
+        answered_at: Unix time the whole answer (status and body) had been read, or ``None``
+            when none came; ``answered_at - at`` is how long the receiver took, HTTP both
+            ways included (benchmarks time the gateway's webhook endpoint with it).
     """
 
     at: float
     status: int | None
     error: str | None = None
+    answered_at: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -105,7 +109,8 @@ class Delivery:
             "delivered": self.delivered,
             "finished": self.finished,
             "attempts": [
-                {"at": a.at, "status": a.status, "error": a.error} for a in self.attempts
+                {"at": a.at, "status": a.status, "error": a.error, "answered_at": a.answered_at}
+                for a in self.attempts
             ],
         }
 
@@ -191,7 +196,7 @@ class WebhookSender:
                 timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
             ) as resp:
                 await resp.read()
-                return Attempt(now, resp.status)
+                return Attempt(now, resp.status, answered_at=time.time())
         except TimeoutError:
             return Attempt(now, None, "timeout")
         except aiohttp.ClientError as exc:
