@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the call arrives: sip (an INVITE, default) or openai (a "
                         "Realtime Calls webhook)")
 
+    from gateway.records.cli import add_parser as add_calls_parser
+
+    add_calls_parser(sub)
+
     from gateway.front.upstream import DEFAULT_RUN_DIR
 
     front = sub.add_parser("front", help="Kamailio front tools")
@@ -203,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "front":
             return _front_upstream(args)
+        if args.command == "calls":
+            from gateway.records.cli import run as run_calls
+
+            return run_calls(args)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
@@ -349,19 +357,16 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
                *(h.value for h in settings.realtime.headers.values()),
-               *(a.password.value for a in settings.sip.accounts)]
+               *(a.password.value for a in settings.sip.accounts),
+               *(t.value for t in settings.control.api_tokens), settings.records.password.value]
     setup_logging(settings.logging.level, settings.logging.format, secrets)
+    from gateway.control.app import run_control
     from gateway.control.topology import plan as plan_processes
 
+    # Always a control process (HTTP API, records, tool pool, supervision) and its SIP
+    # workers: one worker on loopback needs no front, more (or a public address) get one.
     plan = plan_processes(settings, os.cpu_count() or 1)
-    if plan.front or len(plan.workers) > 1 or settings.openai_calls.enabled:
-        from gateway.control.app import run_control
-
-        main_coro = run_control(settings, plan, env=os.environ)
-    else:
-        from gateway.app import run_gateway
-
-        main_coro = run_gateway(settings, env=os.environ)
+    main_coro = run_control(settings, plan, env=os.environ)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_bounded(main_coro, args.run_seconds))
     return 0

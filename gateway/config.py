@@ -216,6 +216,11 @@ class ControlSettings:
     port: int = 8080
     #: On SIGTERM, how long live calls may go on (new ones get 503) before they get BYE.
     drain_timeout_s: float = 30.0
+    #: Bearer tokens of the control API, from ``$GATEWAY_API_TOKENS`` (comma-separated;
+    #: ``control.api_tokens_env``). None: every ``/v1`` endpoint answers 401.
+    api_tokens: tuple[Secret, ...] = ()
+    #: Whether ``/metrics`` answers without a token (``/healthz`` and ``/readyz`` always do).
+    metrics_open: bool = True
 
 
 @dataclass(frozen=True)
@@ -356,12 +361,7 @@ def parse_settings(doc: YamlDoc, env: Mapping[str, str]) -> Settings:
     realtime = _realtime(root.sub("realtime"), env)
     simulator = _simulator(root.sub("simulator"))
     sip = _sip(root.sub("sip"), env)
-    ctl = root.sub("control")
-    control = ControlSettings(host=ctl.str("host", "127.0.0.1"),
-                              port=ctl.int("port", 8080, min=0, max=65535),
-                              drain_timeout_s=ctl.float("drain_timeout_s", 30.0, min=0,
-                                                        max=86400))
-    ctl.finish()
+    control = _control(root.sub("control"), env)
     calls = _calls(root.sub("calls"))
     openai_calls = _openai_calls(root.sub("openai_calls"), env, realtime)
     logs = _logging(root.sub("logging"), env)
@@ -428,11 +428,27 @@ def _realtime(r: Reader, env: Mapping[str, str]) -> RealtimeSettings:
     return settings
 
 
+def _control(r: Reader, env: Mapping[str, str]) -> ControlSettings:
+    tokens_var = r.str("api_tokens_env", "GATEWAY_API_TOKENS",
+                       pattern=r"[A-Za-z_][A-Za-z0-9_]*")
+    tokens = tuple(Secret(t.strip()) for t in env.get(tokens_var, "").split(",") if t.strip())
+    out = ControlSettings(host=r.str("host", "127.0.0.1"),
+                          port=r.int("port", 8080, min=0, max=65535),
+                          drain_timeout_s=r.float("drain_timeout_s", 30.0, min=0, max=86400),
+                          api_tokens=tokens, metrics_open=r.bool("metrics_open", True))
+    short = [t for t in tokens if len(t.value) < 16]
+    if short:
+        r.errors.append(_env_error(tokens_var, f"{len(short)} token(s) shorter than 16 "
+                                               "characters: use long random tokens"))
+    r.finish()
+    return out
+
+
 def _records(r: Reader, env: Mapping[str, str]) -> RecordSettings:
     password_var = r.str("password_env", "GATEWAY_RECORDS_PASSWORD",
                          pattern=r"[A-Za-z_][A-Za-z0-9_]*")
     database = r.str("database", "calls.db")
-    if database.startswith(("postgresql://", "postgres://")) and re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", database):
+    if re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", database):
         r.error("database", f"put no password in the URL: set ${password_var} instead")
     out = RecordSettings(
         enabled=r.bool("enabled", True),

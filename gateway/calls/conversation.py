@@ -32,6 +32,7 @@ from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.runner import ToolOutcome
 from gateway.agents.service import ToolService
 from gateway.agents.spec import BuiltinTool, GuardrailSpec, HttpTool, ToolSpec
+from gateway.calls.usage import UsageMeter
 from gateway.dialplan.router import RouteDecision
 from gateway.dialplan.schema import AgentSpec
 from gateway.media.playout import PlayedState
@@ -48,6 +49,9 @@ FAREWELL_TIMEOUT_S = 20.0
 _ANSWERED_CALL_IDS = 256
 #: ``_active_response`` while our ``response.create`` waits for its ``response.created``.
 _REQUESTED = "<requested>"
+#: Transcript text a call's record keeps (about an hour of conversation); later turns are
+#: still reported live, not kept.
+MAX_TRANSCRIPT_CHARS = 100_000
 _event_ids = itertools.count(1)
 
 
@@ -132,7 +136,23 @@ class ActivityLog:
     handoffs: list[dict[str, object]] = field(default_factory=list)
     guardrail_events: list[dict[str, object]] = field(default_factory=list)
     dtmf_digits: int = 0
+    #: Caller and agent turns as transcribed (call content: the record keeps them, the logs
+    #: show them only with ``logging.call_content``), at most :data:`MAX_TRANSCRIPT_CHARS`.
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    transcript_chars: int = 0
+    usage: UsageMeter = field(default_factory=UsageMeter)
     listener: Callable[[str, Mapping[str, Any]], None] | None = None
+
+    def turn(self, role: str, text: str) -> None:
+        """A transcribed turn (``caller`` or ``agent``), kept and reported."""
+        text = text.strip()
+        if not text:
+            return
+        entry = {"role": role, "text": text, "at": time.time()}
+        if self.transcript_chars + len(text) <= MAX_TRANSCRIPT_CHARS:
+            self.transcript.append(entry)
+            self.transcript_chars += len(text)
+        self.note("transcript", {"role": role, "text": text[:4000]})
 
     def note(self, kind: str, data: Mapping[str, Any]) -> None:
         """Tell the listener about one entry (kinds: ``docs/ipc.md``, ``call_event``)."""
@@ -222,6 +242,8 @@ class CallAgent:
             self._active_response = event.response.id
             self._response_done.clear()
         elif isinstance(event, rt.ResponseDone):
+            if event.response.usage is not None:
+                self.activity.usage.add(event.response.usage)
             if self._active_response != _REQUESTED:
                 self._active_response = None
                 self._response_done.set()
@@ -237,9 +259,12 @@ class CallAgent:
             if check is not None:
                 await self._check(check)
         elif isinstance(event, rt.ResponseOutputAudioTranscriptDone):
+            self.activity.turn("agent", event.transcript)
             check = self._monitor.on_done(event.item_id, event.transcript)
             if check is not None:
                 await self._check(check)
+        elif isinstance(event, rt.ConversationItemInputAudioTranscriptionCompleted):
+            self.activity.turn("caller", event.transcript)
 
     async def request_response(self, instructions: str | None = None) -> None:
         """Ask for one model response as soon as no response is active and no tool runs."""

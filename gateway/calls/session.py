@@ -36,6 +36,7 @@ from gateway.calls.agent import session_config
 from gateway.calls.context import ConversationContext
 from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
+from gateway.calls.usage import cost_usd
 from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
@@ -136,14 +137,27 @@ class CallRecord:
     #: Media counters: caller frames received / dropped (loop behind), agent frames played,
     #: dropped (playout full), silence mid-item (audio late), discarded by barge-in.
     media: dict[str, int] = field(default_factory=dict)
+    #: The Realtime model, its tokens by kind and what they cost (``None``: no known price).
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    #: Caller and agent turns (call content: never in the log line without call_content).
+    transcript: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able data."""
         return dataclasses.asdict(self)
 
-    def as_json(self) -> str:
-        """The record as one JSON line (keys sorted), as the ``call record:`` log shows it."""
-        return json.dumps(self.as_dict(), sort_keys=True)
+    def as_json(self, *, content: bool = False) -> str:
+        """The record as one JSON line (keys sorted), as the ``call record:`` log shows it.
+
+        Without ``content`` the transcript is left out (the record sent to the control process
+        keeps it).
+        """
+        data = self.as_dict()
+        if not content:
+            data.pop("transcript", None)
+        return json.dumps(data, sort_keys=True)
 
 
 def media_counters(media: MediaChannel) -> dict[str, int]:
@@ -298,9 +312,13 @@ class CallSession:
         self.record.handoffs = activity.handoffs
         self.record.guardrail_events = activity.guardrail_events
         self.record.dtmf_digits = activity.dtmf_digits
+        self.record.transcript = activity.transcript
+        self.record.model = self.options.model
+        self.record.usage = activity.usage.as_dict()
+        self.record.cost_usd = cost_usd(self.record.usage, self.options.model or "")
         self.record.media = media_counters(self.offer.media)
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
-        self.log.info("call record: %s", self.record.as_json())
+        self.log.info("call record: %s", self.record.as_json(content=self.settings.log_content))
 
     # Tasks -------------------------------------------------------------------------------
 

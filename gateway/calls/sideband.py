@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 
 from gateway.calls.agent import sip_session_config
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
+from gateway.calls.usage import cost_usd
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import RealtimeError
 from gateway.media.playout import PlayedState
@@ -72,6 +73,10 @@ class SidebandRecord:
     handoffs: list[dict[str, object]] = field(default_factory=list)
     guardrail_events: list[dict[str, object]] = field(default_factory=list)
     dtmf_digits: int = 0
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    transcript: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
 
@@ -143,6 +148,10 @@ class SidebandSession:
             self.record.handoffs = activity.handoffs
             self.record.guardrail_events = activity.guardrail_events
             self.record.dtmf_digits = activity.dtmf_digits
+            self.record.transcript = activity.transcript
+            self.record.model = self.actor.agent.model or self.model
+            self.record.usage = activity.usage.as_dict()
+            self.record.cost_usd = cost_usd(self.record.usage, self.record.model)
             await self.actor.close()
             for task in list(self._tasks):
                 task.cancel()

@@ -40,17 +40,23 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from aiohttp import web
 
 from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.pool import ToolWorkers
 from gateway.calls.conversation import AgentServices
 from gateway.config import Settings
+from gateway.control.actions import CallActions
+from gateway.control.api import ApiContext, install_api
+from gateway.control.auth import bearer_auth
 from gateway.control.commands import CommandDesk
 from gateway.control.directory import CallDirectory
+from gateway.control.feed import CallFeed
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
-from gateway.control.openai_calls import WebhookEndpoint
+from gateway.control.openai_calls import OpenAICalls, WebhookEndpoint
 from gateway.control.plans import PlanPublisher, relay_errors
 from gateway.control.readiness import Readiness
 from gateway.control.relays import RelayDesk
@@ -59,6 +65,7 @@ from gateway.control.supervisor import (
     Supervisor,
     WorkerDown,
     WorkerSpec,
+    WorkerUnavailable,
     WorkerUp,
     ipc_socket_path,
 )
@@ -67,7 +74,17 @@ from gateway.control.topology import Plan, WorkerSlot, front_spec
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import GatewayError
 from gateway.front.kamailio import KamailioFront
-from gateway.ipc.messages import CallEnded, CommandResult, RelayOffered, ToolRequest
+from gateway.ipc.messages import (
+    CallEnded,
+    CallEvent,
+    CallOffered,
+    CallStarted,
+    CommandResult,
+    ControlMessage,
+    RelayOffered,
+    ToolRequest,
+    WorkerMessage,
+)
 from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.control")
@@ -150,10 +167,10 @@ async def run_control(settings: Settings, plan: Plan, *,
         pool = ToolWorkers(settings.calls.tool_workers, publish_to(services))
         stack.push_async_callback(pool.close)
         await pool.ensure(store.current)
-        app = build_app(state)
         webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
-        if webhooks is not None:
-            webhooks.install(app)
+        send = _LateSend()
+        feed, commands = CallFeed(), CommandDesk(send)
+        app = _application(settings, state, webhooks, commands, feed)
         http = await start_http(app, settings.control.host, settings.control.port)
         stack.push_async_callback(stop_http, http)
         url = settings.realtime.url
@@ -171,15 +188,16 @@ async def run_control(settings: Settings, plan: Plan, *,
                                 preload=WORKER_PRELOAD)
         await supervisor.start()
         stack.push_async_callback(supervisor.stop, FAST_STOP_GRACE_S)
+        send.supervisor = supervisor
         broker = ToolBroker(pool, supervisor.send)
         stack.push_async_callback(broker.close)
-        relays, commands = RelayDesk(), CommandDesk(supervisor.send)
+        relays = RelayDesk()
         if webhooks is not None:
             await webhooks.start(stack, plan=lambda: store.current, services=services,
                                  realtime_url=url,
                                  embedded_ws_url=url if settings.realtime.embedded else None,
                                  relays=relays, commands=commands)
-        desks = _Desks(broker, relays, commands)
+        desks = _Desks(broker, relays, commands, feed)
         events = asyncio.create_task(_consume(supervisor, directory, metrics, desks, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
@@ -264,6 +282,41 @@ class _Desks:
     tools: ToolBroker
     relays: RelayDesk
     commands: CommandDesk
+    feed: CallFeed
+
+
+class _LateSend:
+    """``Supervisor.send`` once the supervisor exists (the HTTP app is built before it)."""
+
+    supervisor: Supervisor | None = None
+
+    async def __call__(self, worker_id: str, msg: ControlMessage) -> None:
+        if self.supervisor is None:
+            raise WorkerUnavailable("the SIP workers are not started yet")
+        await self.supervisor.send(worker_id, msg)
+
+
+def _application(settings: Settings, state: ControlState, webhooks: WebhookEndpoint | None,
+                 commands: CommandDesk, feed: CallFeed) -> web.Application:
+    """The control HTTP application: probes, metrics, the API behind tokens, the webhook."""
+    ctl = settings.control
+    open_paths = ["/healthz", "/readyz", *(["/metrics"] if ctl.metrics_open else [])]
+    if webhooks is not None:
+        open_paths.append(settings.openai_calls.webhook_path)  # signed instead
+    app = build_app(state, middlewares=[bearer_auth(ctl.api_tokens, open_paths=open_paths)])
+    if webhooks is not None:
+        webhooks.install(app)
+
+    def calls() -> OpenAICalls | None:
+        return webhooks.calls if webhooks is not None else None
+
+    def live_direct() -> list[dict[str, Any]]:
+        running = calls()
+        return running.live() if running is not None else []
+
+    actions = CallActions(state.directory, commands, calls)
+    install_api(app, ApiContext(state.directory, actions, feed, live_direct))
+    return app
 
 
 async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: ControlMetrics,
@@ -286,6 +339,7 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
                 desks.relays.offered(event.worker_id, msg)
             elif isinstance(msg, CallEnded):
                 desks.relays.ended(msg.call_id)
+            _publish(desks.feed, msg)
             for ended in directory.on_message(event.worker_id, event.message):
                 log.debug("call %s ended: %s", ended.get("call_id"), ended.get("end_reason"))
         elif isinstance(event, WorkerDown):
@@ -297,6 +351,20 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
                 log.error("worker %s (pid %s) went down: %s; restart in %.1f s",
                           event.worker_id, event.pid, event.reason, event.restart_in_s or 0.0)
                 metrics.worker_restarted()
+
+
+def _publish(feed: CallFeed, msg: WorkerMessage) -> None:
+    """A worker's call lifecycle message, for the API's event streams."""
+    if isinstance(msg, CallOffered):
+        feed.publish(msg.call_id, "offered", {"from_user": msg.from_user,
+                                              "to_user": msg.to_user, "time": msg.time})
+    elif isinstance(msg, CallStarted):
+        feed.publish(msg.call_id, "started", {"route": msg.route, "agent": msg.agent,
+                                              "codec": msg.codec})
+    elif isinstance(msg, CallEvent):
+        feed.publish(msg.call_id, msg.kind, {"time": msg.time, **msg.data})
+    elif isinstance(msg, CallEnded):
+        feed.publish(msg.call_id, "ended", {"reason": msg.reason})
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -93,6 +93,24 @@ class OpenAICalls:
         """Webhook calls being handled or running."""
         return len(self._tasks)
 
+    def session(self, call_id: str) -> SidebandSession | None:
+        """The running sideband session of a direct call (``call_id`` is OpenAI's)."""
+        session = self._sessions.get(call_id)
+        return session if session is not None and session.leg is None else None
+
+    def session_for_leg(self, sip_leg: str) -> SidebandSession | None:
+        """The sideband session of the relayed call a SIP worker knows as ``sip_leg``."""
+        return next((s for s in self._sessions.values()
+                     if s.leg is not None and s.leg.call_id == sip_leg), None)
+
+    def live(self) -> list[dict[str, Any]]:
+        """The direct calls running now, as the control API lists them."""
+        return [{"call_id": s.call_id, "kind": "direct", "live": True,
+                 "route": s.record.route, "agent": s.actor.agent.name,
+                 "state": "answered" if s.record.accepted else "accepting",
+                 "started_at": s.record.started_at}
+                for s in self._sessions.values() if s.leg is None]
+
     def on_call(self, event: IncomingCallEvent) -> None:
         """Take a new call (the webhook endpoint already answered 200); never blocks."""
         if event.call_id in self._tasks:
@@ -141,6 +159,7 @@ class OpenAICalls:
             data = record.as_dict()
             if not content:
                 data.pop("referred_to", None)
+                data.pop("transcript", None)
             log.info("call record: %s", json.dumps(data, sort_keys=True, default=str))
             if self._on_record is not None:
                 self._on_record(record)

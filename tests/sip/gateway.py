@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY = [sys.executable, "-m", "gateway"]
 
 #: One agent, no greeting, catch-all route: the caller speaks first.
+#: The control API's bearer token every test gateway accepts ($GATEWAY_API_TOKENS).
+API_TOKEN = "test-api-token-0123456789abcdef"
+
 QUIET_AGENT = """
 agents:
   quiet:
@@ -116,7 +120,8 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
               "calls": dict(calls or {}), **(extra or {})}
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    proc_env = {**os.environ, "OPENAI_API_KEY": "sk-local-test-key", **(env or {})}
+    proc_env = {**os.environ, "OPENAI_API_KEY": "sk-local-test-key",
+                "GATEWAY_API_TOKENS": API_TOKEN, **(env or {})}
     proc = ManagedProcess([*GATEWAY, "run", "-c", str(config_path),
                            "--run-seconds", str(run_seconds)],
                           log_path=tmp_path / "gateway.log", name="gateway", env=proc_env,
@@ -161,10 +166,25 @@ async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
 
 
 def control_get(gw: Gateway, path: str) -> dict[str, Any]:
-    """GET a JSON document from the gateway's control HTTP server (blocking)."""
-    with urllib.request.urlopen(gw.control_url + path, timeout=5) as resp:
+    """GET a JSON document from the gateway's control API, with the test's token (blocking)."""
+    request = urllib.request.Request(gw.control_url + path,
+                                     headers={"Authorization": f"Bearer {API_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
         data: dict[str, Any] = json.loads(resp.read())
     return data
+
+
+def control_post(gw: Gateway, path: str, body: Mapping[str, Any] | None = None,
+                 *, timeout_s: float = 40.0) -> tuple[int, dict[str, Any]]:
+    """POST JSON to the control API with the test's token: ``(status, body)`` (blocking)."""
+    request = urllib.request.Request(
+        gw.control_url + path, data=json.dumps(dict(body or {})).encode(), method="POST",
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str) -> Any:
