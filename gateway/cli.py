@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the call arrives: sip (an INVITE, default) or openai (a "
                         "Realtime Calls webhook)")
 
+    from gateway.control.callout import add_parser as add_callout_parser
     from gateway.records.cli import add_parser as add_calls_parser
+
+    add_callout_parser(sub)
 
     add_calls_parser(sub)
 
@@ -207,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "front":
             return _front_upstream(args)
+        if args.command == "call-out":
+            from gateway.control.callout import run as run_callout
+
+            return run_callout(args)
         if args.command == "calls":
             from gateway.records.cli import run as run_calls
 
@@ -358,7 +365,8 @@ def _run(args: argparse.Namespace) -> int:
     secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
                *(h.value for h in settings.realtime.headers.values()),
                *(a.password.value for a in settings.sip.accounts),
-               *(t.value for t in settings.control.api_tokens), settings.records.password.value]
+               *(t.value for t in settings.control.api_tokens), settings.records.password.value,
+               settings.control.status_webhook_secret.value]
     setup_logging(settings.logging.level, settings.logging.format, secrets)
     from gateway.control.app import run_control
     from gateway.control.topology import plan as plan_processes

@@ -174,6 +174,9 @@ class SipSettings:
     #: send the call to. Empty (the default): every caller REFER is refused with 403, so a
     #: caller can never make the gateway place a call.
     caller_refer_allow: tuple[str, ...] = ()
+    #: SIP URIs (regular expressions, matched in full) the control API may place calls to.
+    #: Empty (the default): outbound calls are off.
+    outbound_allow: tuple[str, ...] = ()
     #: End a call (BYE) when no RTP arrived from the caller for this long while media is
     #: expected (not on hold); 0 turns the check off.
     rtp_timeout_s: float = 30.0
@@ -221,6 +224,9 @@ class ControlSettings:
     api_tokens: tuple[Secret, ...] = ()
     #: Whether ``/metrics`` answers without a token (``/healthz`` and ``/readyz`` always do).
     metrics_open: bool = True
+    #: Signing secret (``whsec_...``) of outbound calls' status webhooks, from
+    #: ``$GATEWAY_STATUS_WEBHOOK_SECRET`` (``control.status_webhook_secret_env``).
+    status_webhook_secret: Secret = Secret("")
 
 
 @dataclass(frozen=True)
@@ -432,10 +438,18 @@ def _control(r: Reader, env: Mapping[str, str]) -> ControlSettings:
     tokens_var = r.str("api_tokens_env", "GATEWAY_API_TOKENS",
                        pattern=r"[A-Za-z_][A-Za-z0-9_]*")
     tokens = tuple(Secret(t.strip()) for t in env.get(tokens_var, "").split(",") if t.strip())
+    hook_var = r.str("status_webhook_secret_env", "GATEWAY_STATUS_WEBHOOK_SECRET",
+                     pattern=r"[A-Za-z_][A-Za-z0-9_]*")
+    hook_secret = Secret(env.get(hook_var, ""))
+    if hook_secret and not hook_secret.value.startswith("whsec_"):
+        r.errors.append(_env_error(hook_var, "must be a Standard Webhooks secret (whsec_ + "
+                                             "base64), e.g. whsec_$(openssl rand -base64 32)"))
+        hook_secret = Secret("")
     out = ControlSettings(host=r.str("host", "127.0.0.1"),
                           port=r.int("port", 8080, min=0, max=65535),
                           drain_timeout_s=r.float("drain_timeout_s", 30.0, min=0, max=86400),
-                          api_tokens=tokens, metrics_open=r.bool("metrics_open", True))
+                          api_tokens=tokens, metrics_open=r.bool("metrics_open", True),
+                          status_webhook_secret=hook_secret)
     short = [t for t in tokens if len(t.value) < 16]
     if short:
         r.errors.append(_env_error(tokens_var, f"{len(short)} token(s) shorter than 16 "
@@ -548,6 +562,7 @@ def _sip(r: Reader, env: Mapping[str, str]) -> SipSettings:
         public_address=r.str("public_address", None) if r.has("public_address") else None,
         user_agent=r.str("user_agent", "gateway"),
         caller_refer_allow=_patterns(r, "caller_refer_allow"),
+        outbound_allow=_patterns(r, "outbound_allow"),
         rtp_timeout_s=r.float("rtp_timeout_s", 30.0, min=0, max=3600),
         session_timers=_mode(  # type: ignore[arg-type]
             r, "session_timers", "optional", ("off", "optional", "required", "always")),

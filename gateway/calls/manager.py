@@ -12,11 +12,14 @@ responses by the user agent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from gateway.calls.conversation import AgentServices, TransferResult, say_exactly
@@ -24,13 +27,21 @@ from gateway.calls.relay import RelayedCall, new_token
 from gateway.calls.session import (
     CallRecord,
     CallSession,
+    OutboundCall,
     SessionSettings,
     SipControl,
     continuity_policy,
 )
 from gateway.config import Settings
-from gateway.dialplan.router import CallInfo, RouteDecision, first_values, route_call
-from gateway.dialplan.schema import AgentAction, Dialplan, ReferAction, RejectAction
+from gateway.dialplan.router import CallInfo, RouteDecision, decide, first_values, route_call
+from gateway.dialplan.schema import (
+    AgentAction,
+    Dialplan,
+    Match,
+    ReferAction,
+    RejectAction,
+    Route,
+)
 from gateway.errors import CallRejected, NoRouteError
 from gateway.realtime.client import RealtimeConnectOptions
 from gateway.sip.events import (
@@ -42,6 +53,7 @@ from gateway.sip.events import (
     RegistrationState,
     SipEvent,
 )
+from gateway.sip.message import uri_user
 from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.calls")
@@ -115,6 +127,10 @@ class CallManager:
         self._account_sources: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
                                                ...]] = {}
         self.stats = CallStats()
+        #: Where calls the gateway places may go (``sip.outbound_allow``, matched in full).
+        self._outbound_allow = tuple(re.compile(p) for p in settings.sip.outbound_allow)
+        #: Set by the worker when it drains: no new outbound calls.
+        self.draining = False
         self._tick: asyncio.Task[None] | None = None
         #: Told about each call's lifecycle (set by a SIP worker before calls arrive).
         self.observer: CallObserver | None = None
@@ -260,6 +276,11 @@ class CallManager:
         if action.relay is not None:
             self._relay(offer, decision, action.relay.uri)
             return
+        self._start_session(offer, decision, None)
+
+    def _start_session(self, offer: IncomingCall, decision: RouteDecision,
+                       outbound: OutboundCall | None, *, max_duration_s: float = 0.0) -> None:
+        assert decision.agent is not None
         agent = decision.agent
         options = RealtimeConnectOptions(
             url=self._realtime_url,
@@ -272,8 +293,11 @@ class CallManager:
             ping_interval_s=self.settings.realtime.ping_interval_s,
             retry=self.settings.realtime.retry,
         )
-        session = CallSession(offer, decision, self.sip, options, self._session_settings,
-                              self.services)
+        settings = self._session_settings
+        if max_duration_s:
+            settings = dataclasses.replace(settings, max_duration_s=int(max_duration_s))
+        session = CallSession(offer, decision, self.sip, options, settings, self.services,
+                              outbound=outbound)
         self._sessions[offer.leg_id] = session
         self._has_sessions.set()
         observer = self.observer
@@ -282,13 +306,54 @@ class CallManager:
                                                                 offer.leg_id)
         self.stats.sessions += 1
         content = self.settings.logging.call_content
-        log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,
-                 offer.from_user if content else "***", offer.to_user if content else "***",
-                 decision.route.name, agent.name)
+        if outbound is not None:
+            log.info("leg %d: calling %s with agent %s", offer.leg_id,
+                     offer.to_uri if content else "***", agent.name)
+        else:
+            log.info("call %s from %s to %s -> route %s, agent %s", offer.sip_call_id,
+                     offer.from_user if content else "***",
+                     offer.to_user if content else "***", decision.route.name, agent.name)
         task = asyncio.create_task(session.run(), name=f"call:{offer.leg_id}:session")
         self._tasks[offer.leg_id] = task
         self._idle.clear()
         task.add_done_callback(functools.partial(self._session_done, offer.leg_id))
+
+    def originate(self, to: str, agent: str, context: Mapping[str, str], *,
+                  max_duration_s: float = 0.0, ring_timeout_s: float = 30.0) -> int:
+        """Place a call to ``to`` with ``agent``; returns its leg id.
+
+        ``context`` fills the agent's ``{var.NAME}`` variables. The call is refused (raises)
+        unless ``to`` matches ``sip.outbound_allow`` and the agent exists (the worker checks
+        for a free call slot first).
+
+        Raises:
+            CallRejected: Not allowed, unknown agent, or draining (``sip_status`` says).
+        """
+        if not any(p.fullmatch(to) for p in self._outbound_allow):
+            raise CallRejected("outbound calls to this URI are not allowed "
+                               "(sip.outbound_allow)", sip_status=403)
+        plan = self._dialplan()
+        if agent not in plan.agents:
+            raise CallRejected(f"no agent {agent!r} in the dialplan", sip_status=404)
+        sip = self.sip
+        if self.draining:
+            raise CallRejected("draining: no new calls", sip_status=503)
+        leg_id = sip.new_leg_id()
+        account = self.settings.sip.accounts[0].name if self.settings.sip.accounts else None
+        offer = IncomingCall(
+            leg_id=leg_id, sip_call_id="", from_uri="", from_user="", from_name=None,
+            to_uri=to, to_user=uri_user(to), request_uri=to, headers=(), source_ip="0.0.0.0",
+            source_port=0, transport="", account=account or "trunk", media=sip.new_channel())
+        route = Route(name="outbound", match=Match(), action=AgentAction(agent),
+                      variables=MappingProxyType(dict(context)))
+        info = CallInfo(to_user=offer.to_user, from_user="", request_uri=to, headers={},
+                        account=offer.account, source_ip=offer.source_ip)
+        decision = decide(plan, route, info)
+        self._observe(lambda o: o.call_offered(offer))
+        self._start_session(offer, decision, OutboundCall(ring_timeout_s),
+                            max_duration_s=max_duration_s)
+        sip.originate(leg_id, offer.media, to, account)
+        return leg_id
 
     def _relay(self, offer: IncomingCall, decision: RouteDecision, uri: str | None) -> None:
         """Start a relayed call (:mod:`gateway.calls.relay`)."""

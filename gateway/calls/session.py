@@ -98,6 +98,16 @@ class SipControl(Protocol):
     def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
         """Place the leg's relay call to OpenAI's SIP endpoint (a ``relay:`` route)."""
 
+    def new_leg_id(self) -> int:
+        """A leg id for a call the gateway places."""
+
+    def new_channel(self) -> MediaChannel:
+        """A media channel for a call the gateway places."""
+
+    def originate(self, leg_id: int, channel: MediaChannel, uri: str,
+                  account: str | None = None) -> None:
+        """Call ``uri`` as leg ``leg_id`` (progress as SIP events of that leg)."""
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -119,6 +129,8 @@ class CallRecord:
     agent: str | None
     #: ``bridged`` (our media path to the Realtime API) or ``relayed`` (through OpenAI SIP).
     kind: str = "bridged"
+    #: ``inbound`` (an INVITE the gateway received) or ``outbound`` (one it placed).
+    direction: str = "inbound"
     answered: bool = False
     codec: str | None = None
     end_reason: str = ""
@@ -160,6 +172,24 @@ class CallRecord:
         return json.dumps(data, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class OutboundCall:
+    """A call the gateway places (``POST /v1/calls``): how long it may ring unanswered."""
+
+    ring_timeout_s: float = 30.0
+
+
+def outbound_end(status: int, reason: str, answered: bool) -> str:
+    """The end reason of a call the gateway placed, from the leg's final SIP status."""
+    if answered:
+        return "callee hung up"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480, 487):
+        return "no answer"
+    return f"failed: {status} {reason}".strip()
+
+
 def media_counters(media: MediaChannel) -> dict[str, int]:
     """A call record's ``media`` counters of one call's media channel."""
     stats = media.playout_stats()
@@ -183,8 +213,13 @@ class CallSession:
 
     def __init__(self, offer: IncomingCall, decision: RouteDecision, sip: SipControl,
                  options: RealtimeConnectOptions, settings: SessionSettings,
-                 services: AgentServices | None = None) -> None:
+                 services: AgentServices | None = None, *,
+                 outbound: OutboundCall | None = None) -> None:
         assert decision.agent is not None
+        #: For a call the gateway places: how long it rings; ``None`` for an INVITE received.
+        self.outbound = outbound
+        self._confirmed = asyncio.Event()
+        self._rang = False
         self.offer = offer
         self.decision = decision
         self.agent = decision.agent
@@ -194,7 +229,8 @@ class CallSession:
         self.settings = settings
         self.leg_id = offer.leg_id
         self.record = CallRecord(offer.leg_id, offer.sip_call_id, decision.route.name,
-                                 self.agent.name)
+                                 self.agent.name,
+                                 direction="outbound" if outbound is not None else "inbound")
         self.log = CallLogger(log, {"call_id": f"leg{offer.leg_id}",
                                     "sip_call_id": offer.sip_call_id})
         # SIP events are few per call; 64 never fills unless the session is stuck. LegEnded
@@ -332,7 +368,15 @@ class CallSession:
                 self.record.sip_status = event.status
                 if event.cause:  # the SIP side ended it: no RTP, session timer
                     return event.cause
+                if self.outbound is not None:
+                    return outbound_end(event.status, event.reason, self.record.answered)
                 return "caller hung up" if self.record.answered else "caller cancelled"
+            if isinstance(event, CallState) and self.outbound is not None:
+                if event.state == "EARLY" and not self._rang:
+                    self._rang = True
+                    self.actor.activity.note("state", {"state": "ringing"})
+                elif event.state == "CONFIRMED":
+                    self._confirmed.set()
             if isinstance(event, MediaActive) and self._bridge is not None \
                     and event.codec != self._bridge.codec:
                 await self._configure(event.codec)  # re-INVITE changed the codec
@@ -360,7 +404,8 @@ class CallSession:
         return f"maximum call duration {limit} s reached"
 
     async def _converse(self) -> str:
-        self.sip.answer(self.leg_id, 180, "Ringing")
+        if self.outbound is None:
+            self.sip.answer(self.leg_id, 180, "Ringing")
         try:
             async with RealtimeClient(self.options, name=f"call:{self.leg_id}",
                                       prelude=self.context.replay_items) as client:
@@ -375,6 +420,9 @@ class CallSession:
                 return f"Realtime session failed: {exc}"
             # Nobody has answered yet: refuse the call rather than answer into silence.
             self.log.error("Realtime session unavailable: %s", exc)
+            if self.outbound is not None:
+                self.sip.hangup(self.leg_id)  # CANCEL what we placed
+                return f"agent unavailable: {exc}"
             self.sip.reject(self.leg_id, AgentUnavailable("Agent Unavailable"))
             self.record.sip_status = 503
             return f"agent unavailable: {exc}"
@@ -382,7 +430,15 @@ class CallSession:
     async def _talk(self, client: RealtimeClient) -> str:
         if self._leg_ended is not None:
             return "caller cancelled"
-        self.sip.answer(self.leg_id, 200)
+        if self.outbound is not None:
+            # The session is open before the callee answers: the agent can speak at once.
+            try:
+                await asyncio.wait_for(self._confirmed.wait(), self.outbound.ring_timeout_s)
+            except TimeoutError:
+                self.record.sip_status = 408
+                return f"no answer within {self.outbound.ring_timeout_s:g} s"
+        else:
+            self.sip.answer(self.leg_id, 200)
         self.record.answered = True
         self.actor.activity.note("state", {"state": "answered"})
         try:

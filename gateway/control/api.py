@@ -3,6 +3,8 @@
 Installed on the control application next to the read-only endpoints of
 :mod:`gateway.control.http`, behind :func:`gateway.control.auth.bearer_auth`:
 
+* ``POST /v1/calls`` ``{"to", "agent", "context"?, "max_duration_s"?, "ring_timeout_s"?,
+  "status_webhook"?}``: place a call (:mod:`gateway.control.outbound`), ``201`` with its id;
 * ``POST /v1/calls/{call_id}/hangup`` ``{"reason"?}``;
 * ``POST /v1/calls/{call_id}/transfer`` ``{"target"}`` (a ``sip:``, ``sips:`` or ``tel:``
   URI; answers once the transfer took or failed);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -28,6 +31,7 @@ from gateway.control.actions import ActionResult, CallActions
 from gateway.control.directory import CallDirectory
 from gateway.control.feed import ALL_CALLS, CallFeed, FeedEvent, FeedFull
 from gateway.control.openapi import openapi_document
+from gateway.control.outbound import OriginateRequest, Outbound
 from gateway.dialplan.capabilities import URI_RE
 
 __all__ = ["ApiContext", "install_api"]
@@ -45,11 +49,13 @@ class ApiContext:
     """What the handlers need: where calls are, how to act on them, their events."""
 
     def __init__(self, directory: CallDirectory, actions: CallActions, feed: CallFeed,
-                 live_direct: Callable[[], list[dict[str, Any]]]) -> None:
+                 live_direct: Callable[[], list[dict[str, Any]]],
+                 outbound: Outbound | None = None) -> None:
         self.directory = directory
         self.actions = actions
         self.feed = feed
         self.live_direct = live_direct
+        self.outbound = outbound
 
 
 _CONTEXT: Final = web.AppKey("api_context", ApiContext)
@@ -58,6 +64,7 @@ _CONTEXT: Final = web.AppKey("api_context", ApiContext)
 def install_api(app: web.Application, context: ApiContext) -> None:
     """Add the API's routes to ``app`` (before it starts)."""
     app[_CONTEXT] = context
+    app.router.add_post("/v1/calls", _originate)
     app.router.add_post("/v1/calls/{call_id}/hangup", _hangup)
     app.router.add_post("/v1/calls/{call_id}/transfer", _transfer)
     app.router.add_post("/v1/calls/{call_id}/say", _say)
@@ -100,6 +107,50 @@ def _answer(request: web.Request, action: str, result: ActionResult) -> web.Resp
         return web.json_response({"ok": True, "call_id": call_id, "result": result.reason})
     code = {404: "not_found", 409: "conflict"}.get(result.status, "bad_gateway")
     return web.json_response({"error": code, "reason": result.reason}, status=result.status)
+
+
+async def _originate(request: web.Request) -> web.Response:
+    outbound = request.app[_CONTEXT].outbound
+    if outbound is None:
+        raise web.HTTPServiceUnavailable(text="outbound calls are not available")
+    body = await _body(request, allowed=("to", "agent", "context", "max_duration_s",
+                                         "ring_timeout_s", "status_webhook"))
+    to = _text(body, "to", 512, required=True)
+    if not re.fullmatch(r"sips?:[^\s<>\"]+", to):
+        raise _bad("to", "must be a sip: or sips: URI")
+    agent = _text(body, "agent", 128, required=True)
+    context = body.get("context", {})
+    if not isinstance(context, dict) or len(context) > 64 or not all(
+            isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k)
+            and isinstance(v, str) and len(v) <= 2048 for k, v in context.items()):
+        raise _bad("context", "must be an object of at most 64 variable names (letters, "
+                              "digits, _) to strings of at most 2048 characters")
+    hook = body.get("status_webhook")
+    if hook is not None:
+        if not isinstance(hook, str) or not re.fullmatch(r"https?://[^\s]{1,2000}", hook):
+            raise _bad("status_webhook", "must be an http:// or https:// URL")
+        if not outbound.hooks.enabled:
+            raise _bad("status_webhook", "needs $GATEWAY_STATUS_WEBHOOK_SECRET (whsec_...) "
+                                         "to sign the deliveries")
+    originate = OriginateRequest(
+        to, agent, context, _number(body, "max_duration_s", 0.0, 0, 86_400),
+        _number(body, "ring_timeout_s", 30.0, 1, 600), hook)
+    call_id, why = await outbound.originate(originate)
+    if call_id is None:
+        status = 403 if "outbound_allow" in why else 404 if why.startswith("no agent") else 503
+        code = {403: "forbidden", 404: "not_found"}.get(status, "service_unavailable")
+        log.info("control API: outbound call refused: %s", why)
+        return web.json_response({"error": code, "reason": why}, status=status)
+    log.info("control API: outbound call %s placed (agent %s)", call_id, agent)
+    return web.json_response({"call_id": call_id, "status": "queued"}, status=201)
+
+
+def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not low <= value <= high:
+        raise _bad(name, f"must be a number from {low:g} to {high:g}")
+    return float(value)
 
 
 # Events ------------------------------------------------------------------------------------

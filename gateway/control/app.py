@@ -57,6 +57,7 @@ from gateway.control.feed import CallFeed
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
 from gateway.control.openai_calls import OpenAICalls, WebhookEndpoint
+from gateway.control.outbound import Outbound, StatusHooks, status_of_end
 from gateway.control.plans import PlanPublisher, relay_errors
 from gateway.control.readiness import Readiness
 from gateway.control.relays import RelayDesk
@@ -170,7 +171,10 @@ async def run_control(settings: Settings, plan: Plan, *,
         webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
         send = _LateSend()
         feed, commands = CallFeed(), CommandDesk(send)
-        app = _application(settings, state, webhooks, commands, feed)
+        hooks = StatusHooks(settings.control.status_webhook_secret.value)
+        stack.push_async_callback(hooks.close)
+        outbound = Outbound(directory, commands, hooks)
+        app = _application(settings, state, webhooks, commands, feed, outbound)
         http = await start_http(app, settings.control.host, settings.control.port)
         stack.push_async_callback(stop_http, http)
         url = settings.realtime.url
@@ -197,7 +201,7 @@ async def run_control(settings: Settings, plan: Plan, *,
                                  realtime_url=url,
                                  embedded_ws_url=url if settings.realtime.embedded else None,
                                  relays=relays, commands=commands)
-        desks = _Desks(broker, relays, commands, feed)
+        desks = _Desks(broker, relays, commands, feed, hooks)
         events = asyncio.create_task(_consume(supervisor, directory, metrics, desks, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
@@ -283,6 +287,7 @@ class _Desks:
     relays: RelayDesk
     commands: CommandDesk
     feed: CallFeed
+    hooks: StatusHooks
 
 
 class _LateSend:
@@ -297,7 +302,8 @@ class _LateSend:
 
 
 def _application(settings: Settings, state: ControlState, webhooks: WebhookEndpoint | None,
-                 commands: CommandDesk, feed: CallFeed) -> web.Application:
+                 commands: CommandDesk, feed: CallFeed,
+                 outbound: Outbound) -> web.Application:
     """The control HTTP application: probes, metrics, the API behind tokens, the webhook."""
     ctl = settings.control
     open_paths = ["/healthz", "/readyz", *(["/metrics"] if ctl.metrics_open else [])]
@@ -315,7 +321,7 @@ def _application(settings: Settings, state: ControlState, webhooks: WebhookEndpo
         return running.live() if running is not None else []
 
     actions = CallActions(state.directory, commands, calls)
-    install_api(app, ApiContext(state.directory, actions, feed, live_direct))
+    install_api(app, ApiContext(state.directory, actions, feed, live_direct, outbound))
     return app
 
 
@@ -340,6 +346,7 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
             elif isinstance(msg, CallEnded):
                 desks.relays.ended(msg.call_id)
             _publish(desks.feed, msg)
+            _status(desks.hooks, msg)
             for ended in directory.on_message(event.worker_id, event.message):
                 log.debug("call %s ended: %s", ended.get("call_id"), ended.get("end_reason"))
         elif isinstance(event, WorkerDown):
@@ -365,6 +372,18 @@ def _publish(feed: CallFeed, msg: WorkerMessage) -> None:
         feed.publish(msg.call_id, msg.kind, {"time": msg.time, **msg.data})
     elif isinstance(msg, CallEnded):
         feed.publish(msg.call_id, "ended", {"reason": msg.reason})
+
+
+def _status(hooks: StatusHooks, msg: WorkerMessage) -> None:
+    """An outbound call's status change, for its status webhook."""
+    if isinstance(msg, CallEvent) and msg.kind == "state" \
+            and msg.data.get("state") in ("ringing", "answered"):
+        hooks.status(msg.call_id, str(msg.data["state"]))
+    elif isinstance(msg, CallEnded) and msg.record.get("direction") == "outbound":
+        sip_status = msg.record.get("sip_status")
+        hooks.status(msg.call_id, status_of_end(msg.reason, bool(msg.record.get("answered"))),
+                     sip_status=sip_status if isinstance(sip_status, int) else None,
+                     reason=msg.reason)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from gateway.errors import GatewayError
-from gateway.ipc.messages import CommandResult, ControlMessage, Hangup, Say, Transfer
+from gateway.ipc.messages import CommandResult, ControlMessage, Hangup, Originate, Say, Transfer
 
 __all__ = ["CommandDesk", "MAX_PENDING"]
 
@@ -25,7 +25,7 @@ log = logging.getLogger("gateway.control")
 #: Commands waiting for their answer at once, by default.
 MAX_PENDING: Final = 1024
 
-Command = Hangup | Transfer | Say
+Command = Hangup | Transfer | Say | Originate
 Send = Callable[[str, ControlMessage], Awaitable[None]]
 
 

@@ -63,8 +63,32 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics (open unless "
                                             "control.metrics_open is false)",
                                  "responses": plain}},
-            "/v1/calls": {"get": {"summary": "Live calls and the workers",
-                                  "responses": {**plain, **_errors(401)}}},
+            "/v1/calls": {
+                "get": {"summary": "Live calls and the workers",
+                        "responses": {**plain, **_errors(401)}},
+                "post": {
+                    "summary": "Place a call with an agent (the URI must match "
+                               "sip.outbound_allow)",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "additionalProperties": False,
+                                   "required": ["to", "agent"], "properties": {
+                                       "to": {"type": "string",
+                                              "description": "sip: or sips: URI"},
+                                       "agent": {"type": "string"},
+                                       "context": {"type": "object",
+                                                   "additionalProperties": {
+                                                       "type": "string"},
+                                                   "description": "{var.NAME} values"},
+                                       "max_duration_s": {"type": "number"},
+                                       "ring_timeout_s": {"type": "number"},
+                                       "status_webhook": {
+                                           "type": "string", "format": "uri",
+                                           "description": "POSTed each status change, "
+                                                          "signed (Standard Webhooks)"}}}}}},
+                    "responses": {
+                        "201": {"description": "Placed: {call_id, status: queued}"},
+                        **_errors(400, 401, 404), "403": {"description": "Not allowed"},
+                        "503": {"description": "No worker can place it"}}}},
             "/v1/calls/{call_id}": {"get": {"summary": "One live or recently ended call",
                                             "parameters": [_CALL_ID],
                                             "responses": {**plain, **_errors(401, 404)}}},

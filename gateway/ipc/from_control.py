@@ -10,12 +10,14 @@ in its metadata; the codec, the rules between fields and the union are in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from gateway.ipc import checks as c
 
-__all__ = ["Drain", "Hangup", "Reload", "Say", "Shutdown", "ToolResult", "Transfer", "Welcome"]
+__all__ = ["Drain", "Hangup", "Originate", "Reload", "Say", "Shutdown", "ToolResult",
+           "Transfer", "Welcome"]
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
@@ -71,6 +73,25 @@ class Say:
     request_id: int = field(metadata=c.meta(c.REQUEST_ID))
     call_id: str = field(metadata=c.meta(c.ID))
     text: str = field(metadata=c.meta(c.text(4096, min_chars=1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Originate:
+    """Place an outbound call to ``to`` with agent ``agent``.
+
+    Answered by :class:`CommandResult`, with the new call's ``call_id`` when it was placed.
+    ``context`` fills the agent's ``{var.NAME}`` template variables; ``max_duration_s`` (0:
+    the agent's or the gateway's limit) ends the call; ``ring_timeout_s`` gives up unanswered.
+    """
+
+    type: ClassVar[str] = "originate"
+    request_id: int = field(metadata=c.meta(c.REQUEST_ID))
+    to: str = field(metadata=c.meta(c.uri(512)))
+    agent: str = field(metadata=c.meta(c.NAME))
+    context: Mapping[str, str] = field(
+        default_factory=dict, metadata=c.meta(c.text_map(64, 64, 2048)))
+    max_duration_s: float = field(default=0.0, metadata=c.meta(c.number(0, 86_400)))
+    ring_timeout_s: float = field(default=30.0, metadata=c.meta(c.number(1, 600)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,9 +171,13 @@ class ToolRequest:
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
-    """The answer to a command (``Hangup``, ``Transfer``, ``Say``) with the same request id."""
+    """The answer to a command (``Hangup``, ``Transfer``, ``Say``, ``Originate``).
+
+    ``request_id`` is the command's; ``call_id`` is the call an ``Originate`` placed.
+    """
 
     type: ClassVar[str] = "command_result"
     request_id: int = field(metadata=c.meta(c.REQUEST_ID))
     ok: bool = field(metadata=c.meta(c.flag))
     error: str | None = field(default=None, metadata=c.maybe(c.text(512)))
+    call_id: str | None = field(default=None, metadata=c.maybe(c.ID))

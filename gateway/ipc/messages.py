@@ -27,6 +27,7 @@ from gateway.ipc import checks as c
 from gateway.ipc.from_control import (
     Drain as Drain,
     Hangup as Hangup,
+    Originate as Originate,
     Reload as Reload,
     Say as Say,
     Shutdown as Shutdown,
@@ -56,7 +57,7 @@ __all__ = [
     "CALL_EVENT_KINDS", "CODECS", "CONTROL_MESSAGES", "PROTOCOL_VERSION", "TOOL_OPS",
     "WORKER_MESSAGES", "CallEnded", "CallEvent", "CallEventKind", "CallOffered", "CallStarted",
     "Codec", "CommandResult", "ControlMessage", "Drain", "Hangup", "Hello", "IpcError", "Load",
-    "Message", "RelayOffered", "Reload", "Say", "Shutdown", "ToolOp", "ToolRequest",
+    "Message", "Originate", "RelayOffered", "Reload", "Say", "Shutdown", "ToolOp", "ToolRequest",
     "ToolResult", "Transfer", "Welcome", "WorkerMessage", "decode", "decode_from_control",
     "decode_from_worker", "encode", "negotiate",
 ]
@@ -90,7 +91,7 @@ WorkerMessage: TypeAlias = (
     | CommandResult
 )
 ControlMessage: TypeAlias = (
-    Welcome | Reload | Hangup | Transfer | Say | Drain | Shutdown | ToolResult
+    Welcome | Reload | Hangup | Transfer | Say | Originate | Drain | Shutdown | ToolResult
 )
 Message: TypeAlias = WorkerMessage | ControlMessage
 WORKER_MESSAGES: Final[tuple[type[WorkerMessage], ...]] = typing.get_args(WorkerMessage)

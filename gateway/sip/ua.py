@@ -19,6 +19,7 @@ ourselves with 503 and ``Retry-After``, so a full gateway says "try later", not 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import re
@@ -140,7 +141,8 @@ class SipUserAgent:
         #: Session leg id -> the leg that carries that call now (differs after a caller
         #: REFER the policy allowed).
         self._current: dict[int, int] = {}
-        self._next_leg = 1
+        #: Leg ids, drawn on the sip thread (incoming) and the loop (outbound calls).
+        self._leg_ids = itertools.count(1)
         self._accounts: list[UaAccount] = []
         self.stats = UaStats()
         self.transports: list[BoundTransport] = []
@@ -228,6 +230,49 @@ class SipUserAgent:
                 return
             self.relays.dial(leg, uri, headers)
         self._submit(lambda: self._with_leg(leg_id, go))
+
+    def new_leg_id(self) -> int:
+        """A leg id no other leg has (any thread)."""
+        return next(self._leg_ids)
+
+    def new_channel(self) -> MediaChannel:
+        """A media channel for a new leg (native when the native port is loaded)."""
+        playout = PlayoutBuffer(capacity_ms=self._playout_capacity_ms)
+        return (NativeChannel(self.native_media, playout) if self.native_media is not None
+                else MediaChannel(playout))
+
+    def originate(self, leg_id: int, channel: MediaChannel, uri: str,
+                  account: str | None = None) -> None:
+        """Call ``uri`` as leg ``leg_id`` from ``account`` (a registration; else the trunk).
+
+        Its progress comes as ``CallState``/``MediaActive`` events; a call that could not be
+        placed ends at once with ``LegEnded`` (cause says why).
+        """
+        self._submit(lambda: self._originate(leg_id, channel, uri, account))
+
+    def _originate(self, leg_id: int, channel: MediaChannel, uri: str,
+                   account: str | None) -> None:
+        owner = next((a for a in self._accounts if a.name == account), None) \
+            if account is not None else None
+        owner = owner or self._accounts[0]
+        leg = Leg(self, owner, pj.PJSUA_INVALID_ID, leg_id, channel)
+        leg.answered = True  # an outgoing call: nothing of ours to answer
+        self._legs[leg_id] = leg
+        self._current[leg_id] = leg_id
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        try:
+            leg.makeCall(uri, prm)
+        except Exception as exc:  # pjsua2.Error: no slot, bad URI, no transport
+            self._legs.pop(leg_id, None)
+            self._current.pop(leg_id, None)
+            channel.closed = True
+            log.warning("leg %d: outbound call not placed: %s", leg_id, error_text(exc))
+            self.emit(LegEnded(leg_id, 500, "Not Placed",
+                               cause=f"call not placed: {error_text(exc)}"))
+            return
+        log.info("leg %d: calling out from account %s", leg_id, owner.name)
 
     def send_dtmf(self, leg_id: int, digits: str) -> None:
         """Send ``digits`` as RFC 4733 telephone-events."""
@@ -462,11 +507,8 @@ class SipUserAgent:
 
     def incoming(self, account: UaAccount, prm: Any) -> None:
         """A new INVITE (``onIncomingCall``): refuse it here or hand it to the loop."""
-        leg_id = self._next_leg
-        self._next_leg += 1
-        playout = PlayoutBuffer(capacity_ms=self._playout_capacity_ms)
-        channel = (NativeChannel(self.native_media, playout) if self.native_media is not None
-                   else MediaChannel(playout))
+        leg_id = self.new_leg_id()
+        channel = self.new_channel()
         leg = Leg(self, account, prm.callId, leg_id, channel)
         self._legs[leg_id] = leg
         self._current[leg_id] = leg_id
@@ -640,8 +682,7 @@ class SipUserAgent:
             return
         # Allowed: pjsua places the call with a Call object we own, tied to the same media
         # channel and session (pjsua2 asserts the account is the original one).
-        leg_id = self._next_leg
-        self._next_leg += 1
+        leg_id = self.new_leg_id()
         new = Leg(self, leg.account, pj.PJSUA_INVALID_ID, leg_id, leg.channel,
                    session_leg=leg.session_leg)
         new.answered = True  # an outgoing call: nothing of ours to answer

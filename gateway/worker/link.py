@@ -34,7 +34,7 @@ from typing import Any, Final, assert_never
 from gateway.calls.manager import CallManager
 from gateway.calls.session import CallRecord
 from gateway.dialplan.router import RouteDecision, first_values
-from gateway.errors import GatewayError
+from gateway.errors import CallRejected, GatewayError
 from gateway.ipc import messages as m
 from gateway.ipc.channel import ChannelClosed, WorkerChannel
 from gateway.sip.events import IncomingCall
@@ -234,6 +234,8 @@ class WorkerLink:
             self._on_shutdown()
         elif isinstance(msg, (m.Hangup, m.Transfer, m.Say)):
             self._start_command(msg)
+        elif isinstance(msg, m.Originate):
+            await self._originate(msg)
         elif isinstance(msg, m.Welcome):
             log.info("control process accepted worker %s (protocol %d)", self.worker_id,
                      msg.protocol)
@@ -279,6 +281,29 @@ class WorkerLink:
         elif await manager.say(leg_id, msg.text):
             error = None
         return error
+
+    async def _originate(self, msg: m.Originate) -> None:
+        """Place an outbound call now; the answer carries its call id (or why not)."""
+        ua, manager = self._ua, self._manager
+        error: str | None = None
+        call_id: str | None = None
+        if ua is None or manager is None:
+            error = "the worker is not ready"
+        elif self.draining:
+            error = "the worker is draining"
+        elif ua.active_calls >= ua.max_calls:
+            error = f"at capacity ({ua.max_calls} calls)"
+        else:
+            try:
+                leg_id = manager.originate(msg.to, msg.agent, msg.context,
+                                           max_duration_s=msg.max_duration_s,
+                                           ring_timeout_s=msg.ring_timeout_s)
+                call_id = self.call_id(leg_id)
+            except CallRejected as exc:
+                error = exc.reason
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(m.CommandResult(msg.request_id, error is None,
+                                                    error[:512] if error else None, call_id))
 
     async def _answer(self, request_id: int, error: str | None) -> None:
         with contextlib.suppress(ChannelClosed):

@@ -257,6 +257,16 @@ class Sip:
     def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
         self.commands.append(("relay", uri))
 
+    def new_leg_id(self) -> int:
+        raise AssertionError("no outbound call expected")
+
+    def new_channel(self) -> MediaChannel:
+        raise AssertionError("no outbound call expected")
+
+    def originate(self, leg_id: int, channel: MediaChannel, uri: str,
+                  account: str | None = None) -> None:
+        raise AssertionError("no outbound call expected")
+
 
 def offer(leg_id: int = 7) -> IncomingCall:
     return IncomingCall(leg_id=leg_id, sip_call_id=f"call-{leg_id}", from_uri="sip:200@x",

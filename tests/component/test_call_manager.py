@@ -78,6 +78,16 @@ class RecordingSip:
     def relay(self, leg_id: int, uri: str, headers: tuple[tuple[str, str], ...]) -> None:
         raise AssertionError("no relay expected")
 
+    def new_leg_id(self) -> int:
+        raise AssertionError("no outbound call expected")
+
+    def new_channel(self) -> MediaChannel:
+        raise AssertionError("no outbound call expected")
+
+    def originate(self, leg_id: int, channel: MediaChannel, uri: str,
+                  account: str | None = None) -> None:
+        raise AssertionError("no outbound call expected")
+
 
 def _plan() -> Dialplan:
     return parse_dialplan(PLAN, "<manager-test>")

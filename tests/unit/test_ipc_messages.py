@@ -26,6 +26,7 @@ from gateway.ipc.messages import (
     IpcError,
     Load,
     Message,
+    Originate,
     RelayOffered,
     Reload,
     Say,
@@ -95,11 +96,15 @@ EXAMPLES: list[Message] = [
                 guardrail_name="no_legal_advice", text="You should sue them."),
     CommandResult(request_id=7, ok=True),
     CommandResult(request_id=8, ok=False, error="no such call"),
+    CommandResult(request_id=11, ok=True, call_id="w1-20"),
     Welcome(protocol=1, settings_digest="9f86d081884c7d659a2feaa0c55ad015"),
     Reload(version=3, path="/etc/gateway/dialplan.yaml", plan="Z2F0ZXdheSBkaWFscGxhbg=="),
     Hangup(request_id=7, call_id="w1-17", reason="operator hung up"),
     Transfer(request_id=9, call_id="w1-17", target="sip:queue@pbx.example.com;transport=tcp"),
     Say(request_id=10, call_id="w1-17", text="Please hold, a colleague will be with you."),
+    Originate(request_id=11, to="sip:+15550123@pbx.example.com", agent="concierge",
+              context={"business": "Luigi's", "request": "a table for two"},
+              max_duration_s=600.0, ring_timeout_s=25.0),
     Drain(deadline_s=300.0),
     Shutdown(),
     ToolResult(request_id=1, ok=True, output='{"status": "shipped"}'),
@@ -118,7 +123,7 @@ def _line(msg: Message) -> str:
 def test_examples_cover_every_message_type() -> None:
     assert {type(m) for m in EXAMPLES} == set(WORKER_MESSAGES) | set(CONTROL_MESSAGES)
     assert not set(WORKER_MESSAGES) & set(CONTROL_MESSAGES)
-    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 17
+    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 18
 
 
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: type(m).__name__)
