@@ -52,6 +52,8 @@ _REQUESTED = "<requested>"
 #: Transcript text a call's record keeps (about an hour of conversation); later turns are
 #: still reported live, not kept.
 MAX_TRANSCRIPT_CHARS = 100_000
+#: A tool's output kept in the call record (the model got all of it).
+_MAX_TOOL_OUTPUT = 8_000
 _event_ids = itertools.count(1)
 
 
@@ -373,16 +375,18 @@ class CallAgent:
                           f": {exc}" if self.log_content else "")
                 outcome = ToolOutcome.failure(f"tool {name} failed: {type(exc).__name__}")
             category = tool_error_category(outcome.error)
+            # The record keeps arguments and output (call content: the log line leaves them
+            # out unless logging.call_content, gateway.calls.redact), bounded.
             entry = {
                 "name": name, "ok": outcome.ok,
                 "duration_s": round(time.monotonic() - started, 3),
                 **({"error": outcome.error if self.log_content else category}
                    if outcome.error else {}),
-                **({"arguments": arguments, "output": outcome.output}
-                   if self.log_content else {})}
-            self.activity.tool_calls.append(entry)
-            self.activity.note("tool", {k: v for k, v in entry.items()
-                                        if k not in ("arguments", "output")})
+                "arguments": arguments}
+            output = (outcome.output or "")[:_MAX_TOOL_OUTPUT]
+            self.activity.tool_calls.append({**entry, "output": output})
+            self.activity.note("tool", {**{k: v for k, v in entry.items() if k != "arguments"},
+                                        "output": output[:2000]})
             await self.control.send(rt.ConversationItemCreate.function_call_output(
                 call_id, outcome.output))
         finally:

@@ -36,6 +36,7 @@ from gateway.calls.agent import session_config
 from gateway.calls.context import ConversationContext
 from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
+from gateway.calls.redact import log_view
 from gateway.calls.usage import cost_usd
 from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
@@ -163,13 +164,10 @@ class CallRecord:
     def as_json(self, *, content: bool = False) -> str:
         """The record as one JSON line (keys sorted), as the ``call record:`` log shows it.
 
-        Without ``content`` the transcript is left out (the record sent to the control process
-        keeps it).
+        Without ``content`` the call's content is left out (:mod:`gateway.calls.redact`; the
+        record sent to the control process keeps it).
         """
-        data = self.as_dict()
-        if not content:
-            data.pop("transcript", None)
-        return json.dumps(data, sort_keys=True)
+        return json.dumps(log_view(self.as_dict(), content=content), sort_keys=True)
 
 
 @dataclass(frozen=True)

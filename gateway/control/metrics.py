@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from gateway.control.directory import SETUP_BUCKETS_S, CallDirectory, DirectoryStats
+from gateway.control.record_metrics import RecordMetrics
 
 __all__ = ["ControlMetrics"]
 
@@ -58,6 +59,8 @@ class ControlMetrics:
             "gateway_ipc_dropped",
             "Droppable IPC messages (load, call_event) dropped by a full outbox.",
             registry=self.registry)
+        #: Counted from finished call records (tools, guardrails, tokens, cost).
+        self.records = RecordMetrics(self.registry)
 
     def worker_restarted(self) -> None:
         """Count one worker restart (not its first start)."""

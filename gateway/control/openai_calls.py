@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.calls.conversation import AgentServices
+from gateway.calls.redact import log_view
 from gateway.calls.sideband import SidebandRecord, SidebandSession
 from gateway.config import EMBEDDED, Settings
 from gateway.control.commands import CommandDesk
@@ -155,11 +156,7 @@ class OpenAICalls:
         except Exception:
             log.exception("webhook call %s failed", event.call_id)
         if record is not None:
-            content = self.settings.logging.call_content
-            data = record.as_dict()
-            if not content:
-                data.pop("referred_to", None)
-                data.pop("transcript", None)
+            data = log_view(record.as_dict(), content=self.settings.logging.call_content)
             log.info("call record: %s", json.dumps(data, sort_keys=True, default=str))
             if self._on_record is not None:
                 self._on_record(record)
@@ -300,7 +297,8 @@ class WebhookEndpoint:
     async def start(self, stack: contextlib.AsyncExitStack, *, plan: Callable[[], Dialplan],
                     services: AgentServices, realtime_url: str,
                     embedded_ws_url: str | None, relays: RelayDesk | None = None,
-                    commands: CommandDesk | None = None) -> None:
+                    commands: CommandDesk | None = None,
+                    on_record: Callable[[SidebandRecord], None] | None = None) -> None:
         """Open the Calls REST client and start taking calls (closed with ``stack``)."""
         cfg = self.settings.openai_calls
         rt_settings = self.settings.realtime
@@ -313,7 +311,7 @@ class WebhookEndpoint:
                               max_delay_s=2.0))
         await stack.enter_async_context(client)
         calls = OpenAICalls(self.settings, plan, client, services, realtime_url,
-                            relays=relays, commands=commands)
+                            on_record=on_record, relays=relays, commands=commands)
         stack.push_async_callback(calls.close)
         self._calls = calls
         log.info("OpenAI webhook on POST %s (Calls API %s)", cfg.webhook_path,
