@@ -20,7 +20,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GATEWAY_VENV:-$ROOT/.venv}"
 PYTHON="${GATEWAY_PYTHON:-python3.11}"
 BINDING="${GATEWAY_PJSUA2:-source}"
-APT_PACKAGES=(sip-tester espeak-ng sox kamailio kamailio-tls-modules tshark tcpdump)
+APT_PACKAGES=(sip-tester espeak-ng sox kamailio kamailio-tls-modules tshark tcpdump postgresql
+    chromium chromium-driver fonts-dejavu-core)  # the last three: the monitor's browser tests
 # Only for building pjsua2 from source (plus the Python headers, see python_packages).
 BUILD_APT_PACKAGES=(build-essential swig libssl-dev uuid-dev pkg-config curl ca-certificates)
 # The PyPI binding, as the `wheel` extra in pyproject.toml names it.

@@ -73,7 +73,8 @@ FALLBACK_TRANSFER_TIMEOUT_S = 15.0
 #: Agent items of the current Realtime session remembered for truncation.
 _LIVE_ITEMS = 16
 _SIP_QUEUE_SIZE = 64
-_BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
+#: Realtime error codes that only say a race was lost (a cancel after response.done).
+BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 _event_ids = itertools.count(1)
 
 
@@ -726,7 +727,7 @@ class CallSession:
 
     def _on_error(self, event: rt.ErrorEvent) -> str | None:
         err = event.error
-        if err.code in _BENIGN_ERRORS:
+        if err.code in BENIGN_ERRORS:
             # A cancel that crossed the response's own response.done on the wire.
             self.log.debug("Realtime error %s (benign race)", err.code)
             return None

@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 
 from gateway.calls.agent import sip_session_config
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
+from gateway.calls.session import BENIGN_ERRORS
 from gateway.calls.usage import cost_usd
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import RealtimeError
@@ -248,7 +249,11 @@ class SidebandSession:
             elif isinstance(event, rt.ResponseDone):
                 self.record.responses += 1
             elif isinstance(event, rt.ErrorEvent):
-                log.warning("call %s: Realtime error %s", self.call_id, event.error.code or "")
+                # A cancel that crossed the server's response.done: nothing left to cancel.
+                level = (logging.DEBUG if event.error.code in BENIGN_ERRORS
+                         else logging.WARNING)
+                log.log(level, "call %s: Realtime error %s", self.call_id,
+                        event.error.code or "")
             await self.actor.on_event(event)
 
     async def _give_up(self, why: str) -> None:

@@ -56,6 +56,11 @@ from gateway.control.directory import CallDirectory
 from gateway.control.feed import CallFeed
 from gateway.control.http import ControlState, build_app, start_http, stop_http
 from gateway.control.metrics import ControlMetrics
+from gateway.control.monitor import (
+    OPEN_PATHS as MONITOR_PATHS,
+    OPEN_PREFIXES as MONITOR_PREFIXES,
+    install_monitor,
+)
 from gateway.control.openai_calls import OpenAICalls, WebhookEndpoint
 from gateway.control.outbound import Outbound, StatusHooks, status_of_end
 from gateway.control.plans import PlanPublisher, relay_errors
@@ -86,6 +91,7 @@ from gateway.ipc.messages import (
     ToolRequest,
     WorkerMessage,
 )
+from gateway.records.writer import RecordWriter
 from gateway.sip.sources import account_sources
 
 log = logging.getLogger("gateway.control")
@@ -167,6 +173,11 @@ async def run_control(settings: Settings, plan: Plan, *,
         services = AgentServices(http=await stack.enter_async_context(HttpToolClient()))
         pool = ToolWorkers(settings.calls.tool_workers, publish_to(services))
         stack.push_async_callback(pool.close)
+        # Closed last (after the workers and the webhook calls): every record gets written.
+        records = RecordWriter.for_settings(settings) if settings.records.enabled else None
+        if records is not None:
+            records.start()
+            stack.push_async_callback(records.close)
         await pool.ensure(store.current)
         webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
         send = _LateSend()
@@ -200,8 +211,10 @@ async def run_control(settings: Settings, plan: Plan, *,
             await webhooks.start(stack, plan=lambda: store.current, services=services,
                                  realtime_url=url,
                                  embedded_ws_url=url if settings.realtime.embedded else None,
-                                 relays=relays, commands=commands)
-        desks = _Desks(broker, relays, commands, feed, hooks)
+                                 relays=relays, commands=commands,
+                                 on_record=lambda r: metrics.records.observe(r.as_dict()),
+                                 records=records)
+        desks = _Desks(broker, relays, commands, feed, hooks, records)
         events = asyncio.create_task(_consume(supervisor, directory, metrics, desks, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
@@ -288,6 +301,7 @@ class _Desks:
     commands: CommandDesk
     feed: CallFeed
     hooks: StatusHooks
+    records: RecordWriter | None
 
 
 class _LateSend:
@@ -304,12 +318,19 @@ class _LateSend:
 def _application(settings: Settings, state: ControlState, webhooks: WebhookEndpoint | None,
                  commands: CommandDesk, feed: CallFeed,
                  outbound: Outbound) -> web.Application:
-    """The control HTTP application: probes, metrics, the API behind tokens, the webhook."""
+    """The control HTTP application: probes, metrics, the API behind tokens, the webhook.
+
+    And the monitor page, whose files are served without a token: they hold no data, the page
+    sends the operator's token with its API requests.
+    """
     ctl = settings.control
-    open_paths = ["/healthz", "/readyz", *(["/metrics"] if ctl.metrics_open else [])]
+    open_paths = ["/healthz", "/readyz", *(["/metrics"] if ctl.metrics_open else []),
+                  *MONITOR_PATHS]
     if webhooks is not None:
         open_paths.append(settings.openai_calls.webhook_path)  # signed instead
-    app = build_app(state, middlewares=[bearer_auth(ctl.api_tokens, open_paths=open_paths)])
+    app = build_app(state, middlewares=[bearer_auth(ctl.api_tokens, open_paths=open_paths,
+                                                    open_prefixes=MONITOR_PREFIXES)])
+    install_monitor(app)
     if webhooks is not None:
         webhooks.install(app)
 
@@ -345,19 +366,42 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
                 desks.relays.offered(event.worker_id, msg)
             elif isinstance(msg, CallEnded):
                 desks.relays.ended(msg.call_id)
+                metrics.records.observe(msg.record)
             _publish(desks.feed, msg)
             _status(desks.hooks, msg)
-            for ended in directory.on_message(event.worker_id, event.message):
+            finished = directory.on_message(event.worker_id, event.message)
+            if desks.records is not None:
+                await _record(desks.records, directory, event.worker_id, msg)
+            for ended in finished:
                 log.debug("call %s ended: %s", ended.get("call_id"), ended.get("end_reason"))
+                if desks.records is not None:
+                    await desks.records.ended(ended)  # backpressure, never dropped
         elif isinstance(event, WorkerDown):
             desks.relays.worker_down(event.worker_id)
             desks.commands.worker_down(event.worker_id, event.reason)
             for ended in directory.worker_down(event.worker_id, event.reason):
                 log.warning("call record: %s", json.dumps(ended, sort_keys=True, default=str))
+                if desks.records is not None:
+                    await desks.records.ended(ended)
             if not event.expected:
                 log.error("worker %s (pid %s) went down: %s; restart in %.1f s",
                           event.worker_id, event.pid, event.reason, event.restart_in_s or 0.0)
                 metrics.worker_restarted()
+
+
+async def _record(records: RecordWriter, directory: CallDirectory, worker_id: str,
+                  msg: WorkerMessage) -> None:
+    """A call's first row: when it is offered (and again as relayed once it relays)."""
+    if isinstance(msg, CallOffered):
+        await records.offered(msg.call_id, "bridged", "inbound", msg.time, msg.from_user,
+                              msg.to_user, sip_call_id=msg.sip_call_id, worker_id=worker_id)
+    elif isinstance(msg, RelayOffered):
+        call = directory.call(msg.call_id)
+        if call is not None:
+            await records.offered(msg.call_id, "relayed", "inbound", float(call["offered_at"]),
+                                  msg.from_user, msg.to_user,
+                                  sip_call_id=str(call.get("sip_call_id") or "") or None,
+                                  worker_id=worker_id, route=msg.route)
 
 
 def _publish(feed: CallFeed, msg: WorkerMessage) -> None:

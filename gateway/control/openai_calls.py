@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ from gateway.ipc.from_worker import RELAY_HEADER
 from gateway.realtime.calls import CallGone, CallsApiError, CallsClient
 from gateway.realtime.client import RealtimeConnectOptions
 from gateway.realtime.retry import RetryPolicy
+from gateway.records.writer import RecordWriter
 
 __all__ = ["BUSY_STATUS", "OpenAICalls", "WebhookEndpoint", "calls_api_base", "sideband_url"]
 
@@ -77,10 +79,12 @@ class OpenAICalls:
     def __init__(self, settings: Settings, plan: Callable[[], Dialplan], calls: CallsClient,
                  services: AgentServices, realtime_url: str,
                  on_record: Callable[[SidebandRecord], None] | None = None,
-                 relays: RelayDesk | None = None, commands: CommandDesk | None = None) -> None:
+                 relays: RelayDesk | None = None, commands: CommandDesk | None = None,
+                 records: RecordWriter | None = None) -> None:
         self.settings = settings
         self._relays = relays
         self._commands = commands
+        self._records = records
         self._plan = plan
         self._calls = calls
         self._services = services
@@ -160,6 +164,8 @@ class OpenAICalls:
             log.info("call record: %s", json.dumps(data, sort_keys=True, default=str))
             if self._on_record is not None:
                 self._on_record(record)
+            if self._records is not None:
+                await self._records.sideband_ended(record.as_dict())
 
     async def _run(self, event: IncomingCallEvent) -> SidebandRecord:
         cfg = self.settings.openai_calls
@@ -169,6 +175,10 @@ class OpenAICalls:
         token = info.header(RELAY_HEADER)
         if token is not None:
             return await self._relayed(event, token)
+        if self._records is not None:
+            await self._records.offered(event.call_id, "direct", "inbound", time.time(),
+                                        info.from_user, info.to_user,
+                                        openai_call_id=event.call_id)
         try:
             decision = route_call(self._plan(), info)
         except NoRouteError:
@@ -298,7 +308,8 @@ class WebhookEndpoint:
                     services: AgentServices, realtime_url: str,
                     embedded_ws_url: str | None, relays: RelayDesk | None = None,
                     commands: CommandDesk | None = None,
-                    on_record: Callable[[SidebandRecord], None] | None = None) -> None:
+                    on_record: Callable[[SidebandRecord], None] | None = None,
+                    records: RecordWriter | None = None) -> None:
         """Open the Calls REST client and start taking calls (closed with ``stack``)."""
         cfg = self.settings.openai_calls
         rt_settings = self.settings.realtime
@@ -311,7 +322,8 @@ class WebhookEndpoint:
                               max_delay_s=2.0))
         await stack.enter_async_context(client)
         calls = OpenAICalls(self.settings, plan, client, services, realtime_url,
-                            on_record=on_record, relays=relays, commands=commands)
+                            on_record=on_record, relays=relays, commands=commands,
+                            records=records)
         stack.push_async_callback(calls.close)
         self._calls = calls
         log.info("OpenAI webhook on POST %s (Calls API %s)", cfg.webhook_path,
