@@ -159,7 +159,6 @@ async def run_control(settings: Settings, plan: Plan, *,
     readiness = Readiness("starting")
     directory = CallDirectory()
     metrics = ControlMetrics(directory)
-    state = ControlState(directory, metrics, readiness)
     stop = asyncio.Event()
     fast = asyncio.Event()
     _sweep_stale_run_dirs()
@@ -178,6 +177,8 @@ async def run_control(settings: Settings, plan: Plan, *,
         if records is not None:
             records.start()
             stack.push_async_callback(records.close)
+        state = ControlState(directory, metrics, readiness,
+                             records.store if records is not None else None)
         await pool.ensure(store.current)
         webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
         send = _LateSend()

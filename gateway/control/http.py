@@ -15,10 +15,11 @@ The control process starts it first and stops it last. ``docs/control.md`` is th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -26,6 +27,7 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway.control.directory import CallDirectory
 from gateway.control.metrics import ControlMetrics
 from gateway.control.readiness import Readiness
+from gateway.records.store import RecordStore, RecordStoreError
 
 __all__ = [
     "CONTROL_STATE", "ControlState", "HttpServer", "build_app", "start_http", "stop_http",
@@ -54,6 +56,8 @@ class ControlState:
     directory: CallDirectory
     metrics: ControlMetrics
     readiness: Readiness
+    #: The call records, for calls no longer in memory (``None``: records are off).
+    records: RecordStore | None = None
 
 
 CONTROL_STATE: Final = web.AppKey("control_state", ControlState)
@@ -107,15 +111,51 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _calls(request: web.Request) -> web.Response:
-    directory = request.app[CONTROL_STATE].directory
-    return web.json_response({"calls": directory.live_calls(), "workers": directory.workers()})
+    state = request.app[CONTROL_STATE]
+    directory = state.directory
+    body: dict[str, Any] = {"calls": directory.live_calls(), "workers": directory.workers()}
+    query = request.query
+    if "records" in query:
+        if state.records is None:
+            raise web.HTTPNotFound(text="call records are off (records.enabled)")
+        limit = _int_param(query.get("records", ""), 1, 1000, "records")
+        try:
+            body["records"] = await state.records.list(
+                limit=limit, kind=query.get("kind") or None, state=query.get("state") or None,
+                route=query.get("route") or None)
+        except RecordStoreError as exc:
+            raise web.HTTPServiceUnavailable(text=f"call records unavailable: {exc}") from None
+    return web.json_response(body, dumps=_dumps)
 
 
 async def _call(request: web.Request) -> web.Response:
-    found = request.app[CONTROL_STATE].directory.call(request.match_info["call_id"])
+    state = request.app[CONTROL_STATE]
+    call_id = request.match_info["call_id"]
+    found = state.directory.call(call_id)
+    if found is None and state.records is not None:
+        try:
+            record = await state.records.get(call_id)
+        except RecordStoreError as exc:
+            raise web.HTTPServiceUnavailable(text=f"call records unavailable: {exc}") from None
+        if record is not None:
+            return web.json_response({"call": {**record, "live": False}}, dumps=_dumps)
     if found is None:
-        return _error(404, "not_found", "no live or recently ended call has this id")
+        return _error(404, "not_found", "no live or recorded call has this id")
     return web.json_response({"call": found})
+
+
+def _int_param(text: str, low: int, high: int, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query {name!r} must be an integer") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"query {name!r} must be {low}-{high}")
+    return value
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=str)
 
 
 # Errors ------------------------------------------------------------------------------------

@@ -51,8 +51,11 @@ async def test_a_finished_call_is_in_the_database(tmp_path: Path) -> None:
 async def test_a_call_live_when_the_control_process_is_killed_is_marked_unknown(
         tmp_path: Path) -> None:
     audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(30000))
+    database = {"records": {"database": str(tmp_path / "calls.db")}}
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
     async with SimulatorServer() as sim:
-        async with run_gateway(tmp_path, sim, QUIET_AGENT) as gw:
+        async with run_gateway(tmp_path / "first", sim, QUIET_AGENT, extra=database) as gw:
             with start_sipp("uac_pcmu", gw.target, log_dir=tmp_path / "sipp", hold_ms=30000,
                             keys={"audio_file": str(audio)}, timeout_s=45):
                 await asyncio.to_thread(wait_until, lambda: control_get(gw, "/v1/calls")[
@@ -61,11 +64,17 @@ async def test_a_call_live_when_the_control_process_is_killed_is_marked_unknown(
                                         "the live row")
                 gw.signal(signal.SIGKILL)
                 await asyncio.to_thread(gw.proc.wait, 20.0)
-        async with run_gateway(tmp_path, sim, QUIET_AGENT) as again:
+        async with run_gateway(tmp_path / "second", sim, QUIET_AGENT, extra=database) as again:
             row = await asyncio.to_thread(
                 wait_until, lambda: (r := _try_show(again, "w1:1")) and r["state"] != "live"
                 and r, 15.0, "the stale row marked")
+            # The new control process knows the call only from its records, and says so.
+            api = await asyncio.to_thread(control_get, again, "/v1/calls/w1:1")
+            listed = await asyncio.to_thread(control_get, again,
+                                             "/v1/calls?records=10&state=unknown")
     assert row["state"] == "unknown"
+    assert api["call"]["live"] is False and api["call"]["state"] == "unknown"
+    assert [r["call_id"] for r in listed["records"]] == ["w1:1"]
     assert row["end_reason"] == "unknown: the control process stopped before the call ended"
 
 
