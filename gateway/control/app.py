@@ -460,8 +460,8 @@ class _Reloads:
                     message = await self._plans.reload()
                     if message is not None:
                         sent = await self._supervisor.broadcast(message)
-                        log.info("dialplan %s is valid (generation %d): pushed to %d "
-                                 "worker(s)", message.path, message.version, len(sent))
+                        log.info("dialplan reloaded: %s is valid (generation %d): pushed "
+                                 "to %d worker(s)", message.path, message.version, len(sent))
                         self._pool.ensure_soon(lambda: self._plans.store.current)
                 except (OSError, GatewayError) as exc:  # e.g. a plan over the frame limit
                     log.error("dialplan reload not pushed to the workers: %s", exc)

@@ -61,8 +61,8 @@ class PlanPublisher:
         errors = await asyncio.to_thread(self.store.reload)
         if errors is not None:
             for err in errors.errors:
-                log.error("dialplan reload refused by every worker, keeping the old one: %s",
-                          err)
+                log.error("dialplan reload refused, keeping the old one (no worker gets it): "
+                          "%s", err)
             return None
         add_secrets(s.value for s in self.store.current.env_secrets)
         self._message = self._encode()
