@@ -346,6 +346,9 @@ class CallDirectory:
         state = msg.data.get("state") if msg.kind == "state" else None
         if isinstance(state, str) and state:
             call.state = state[:_MAX_STATE_CHARS]
+        agent = msg.data.get("to_agent") if msg.kind == "handoff" else None
+        if isinstance(agent, str) and agent:
+            call.agent = agent[:128]  # the agent speaking now
 
     def _call_ended(self, worker_id: str, msg: CallEnded) -> list[dict[str, Any]]:
         evicted = self._evicted.get(msg.call_id)

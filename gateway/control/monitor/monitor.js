@@ -10,7 +10,7 @@
 
 import { readEventStream } from "./sse.js";
 import {
-  callItem, duration, el, elapsed, eventItem, handoffItem, toolCard, transcriptLine,
+  callItem, duration, elapsed, eventItem, handoffItem, toolCard, transcriptLine,
 } from "./view.js";
 
 const TOKEN_KEY = "gateway.monitor.token";
@@ -21,6 +21,8 @@ const MAX_TOOLS = 100;
 const MAX_EVENTS = 200;
 const MAX_RECENT = 50;
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];
+// The server sends ": ping" after 15 s of silence; three missed pings: the stream is dead.
+const STALL_MS = 45000;
 
 const $ = (id) => document.getElementById(id);
 const calls = new Map(); // call id -> call, live and recent
@@ -64,6 +66,13 @@ async function connect() {
   const controller = new AbortController();
   stream = controller;
   setStatus("connecting", "connecting…");
+  let seen = Date.now();
+  let stalled = false;
+  const watchdog = setInterval(() => {
+    if (Date.now() - seen < STALL_MS) return;
+    stalled = true;
+    controller.abort();
+  }, 5000);
   try {
     const resp = await fetch(apiUrl("v1/events"), {
       headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
@@ -79,16 +88,21 @@ async function connect() {
     await readEventStream(resp, (name, data) => {
       retries = 0;
       onEvent(name, data);
+    }, () => {
+      seen = Date.now();
     });
     throw new Error("the stream ended");
   } catch (err) {
-    if (controller.signal.aborted) return;
+    if (controller.signal.aborted && !stalled) return; // closed on purpose
     const wait = RETRY_MS[Math.min(retries, RETRY_MS.length - 1)];
     retries += 1;
-    setStatus("retrying", `disconnected (${err.message}); retrying in ${wait / 1000} s`);
+    const why = stalled ? "no data for 45 s" : err.message;
+    setStatus("retrying", `disconnected (${why}); retrying in ${wait / 1000} s`);
     setTimeout(() => {
       if (stream === controller) connect();
     }, wait);
+  } finally {
+    clearInterval(watchdog);
   }
 }
 
@@ -478,8 +492,15 @@ function start() {
     setStatus("idle", "not connected");
     showTokenForm();
   });
-  $("live-calls").addEventListener("click", selectFrom);
-  $("recent-calls").addEventListener("click", selectFrom);
+  for (const list of [$("live-calls"), $("recent-calls")]) {
+    list.addEventListener("click", selectFrom);
+    list.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        selectFrom(event);
+      }
+    });
+  }
   $("end-call").addEventListener("click", endCall);
   $("transfer-form").addEventListener("submit", transfer);
   setInterval(updateTimers, 1000);

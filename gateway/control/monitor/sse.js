@@ -58,9 +58,10 @@ export class EventStreamParser {
 
 /**
  * Call onEvent(name, parsedData) for each event of a fetch() Response until the stream ends.
- * Data that is not JSON is passed as the raw string. Rejects when the connection fails.
+ * Data that is not JSON is passed as the raw string. onBytes() hears every chunk, keep-alive
+ * comments included (a watchdog's sign of life). Rejects when the connection fails.
  */
-export async function readEventStream(response, onEvent) {
+export async function readEventStream(response, onEvent, onBytes = () => {}) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   const parser = new EventStreamParser();
@@ -68,6 +69,7 @@ export async function readEventStream(response, onEvent) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      onBytes();
       for (const event of parser.feed(decoder.decode(value, { stream: true }))) {
         let data = event.data;
         try {

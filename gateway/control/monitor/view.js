@@ -2,13 +2,15 @@
 // results, reasons) is untrusted: it only ever enters the page as text nodes or through
 // textContent, never as markup, so nothing here parses HTML.
 
-/** A new element: props may set className, dataset, title, hidden, type, disabled. */
+/** A new element: props may set className, dataset, title, hidden, type, disabled, tabIndex. */
 export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
     if (value === undefined || value === null) continue;
     if (key === "dataset") Object.assign(node.dataset, value);
-    else if (["className", "title", "hidden", "type", "disabled"].includes(key)) node[key] = value;
+    else if (["className", "title", "hidden", "type", "disabled", "tabIndex"].includes(key)) {
+      node[key] = value;
+    }
     else throw new Error(`el(): unsupported property ${key}`);
   }
   append(node, children);
@@ -52,7 +54,7 @@ function party(user) {
 export function callItem(call, now, selected) {
   const seconds = elapsed(call, now);
   return el("li", { className: selected ? "call selected" : "call",
-                    dataset: { callId: call.id }, title: call.id },
+                    dataset: { callId: call.id }, title: call.id, tabIndex: 0 },
     el("span", { className: "parties" }, party(call.from), " → ", party(call.to)),
     el("span", { className: "agent" }, call.agent ?? "—"),
     el("span", { className: `state state-${stateClass(call)}` },

@@ -1,0 +1,1 @@
+"""Browser tests: the monitor page in a real headless Chromium."""
