@@ -42,6 +42,8 @@ log = logging.getLogger("gateway.calls")
 
 #: How long a transfer of a relayed call waits for its final NOTIFY.
 TRANSFER_TIMEOUT_S: Final = 30.0
+#: How long a transfer waits for the caller's leg to be established.
+_ANSWER_WAIT_S: Final = 5.0
 #: Events of one call waiting for its task (a few per second at most).
 _EVENTS: Final = 256
 
@@ -184,7 +186,13 @@ class RelayedCall:
         """REFER the caller to ``uri``; once it took, the call ends (both legs)."""
         if self._transfer is not None:
             return TransferResult(False, 491, "another transfer is in progress")
+        if not self._answered.is_set() and not self._ended.is_set():
+            # OpenAI may refer the moment its leg is up, before the caller's ACK is in.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), _ANSWER_WAIT_S)
         if not self.record.answered or self._ended.is_set():
+            log.warning("relayed call %d: transfer refused: the call is not established",
+                        self.leg_id)
             return TransferResult(False, 481, "the call is not established")
         self._transfer = asyncio.get_running_loop().create_future()
         try:

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.sim.options import SimOptions
@@ -245,3 +246,30 @@ async def test_openai_not_answering_refuses_the_caller_and_cancel_reaches_openai
     assert refused.ok, refused.describe()
     assert cancelled.ok, cancelled.describe()
     assert "OpenAI did not answer within 2 s" in log
+
+
+async def test_a_refer_from_openais_leg_transfers_the_pbx_leg(tmp_path: Path) -> None:
+    """OpenAI refers the relayed call (its REST refer, here called directly): the worker
+    declines the REFER on OpenAI's leg and REFERs the PBX leg (SIPp) instead."""
+    port = free_tcp_port()
+    audio = write_g711(tmp_path / "silence.ulaw", silence_pcm16(20000))
+    async with _sim(tmp_path, port) as sim, \
+            run_gateway(tmp_path, sim, PLAN, control_port=port, extra=_config(tmp_path, sim),
+                        env={"OPENAI_WEBHOOK_SECRET": SECRET}) as gw:
+        with start_sipp("uac_transferee", gw.target, log_dir=tmp_path / "sipp",
+                        keys={"audio_file": str(audio)}, service="200", timeout_s=50) as sipp:
+            call = await sim.wait_for_call(0, timeout=15)
+            await call.wait_sideband(0, timeout=15)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{sim.http_url}/realtime/calls/{call.call_id}/refer",
+                                     json={"target_uri": "sip:desk@127.0.0.1"},
+                                     headers={"Authorization": "Bearer sk-test"}) as resp:
+                    assert resp.status == 200
+            result = await asyncio.to_thread(sipp.result, 40.0)
+        await gw.wait_log('"kind": "relayed", "leg_id"')
+        log = gw.log()
+        record = _worker_record(gw)
+    assert result.ok, result.describe()
+    assert "REFER Refer-To sip:desk@127.0.0.1" in result.action_log
+    assert "OpenAI's leg sent REFER: transferring the caller" in log
+    assert record["end_reason"] == "transferred"
