@@ -488,10 +488,9 @@ class CallAgent:
                                         to_agent=target.name, reason=reason, context=context,
                                         tool_call_id=call_id)
         self.history.append(record)
+        # The model writes reason and context from what the caller said: call content, kept
+        # in the record, out of the log line unless logging.call_content (gateway.calls.redact).
         entry = record.as_dict()
-        if not self.log_content:
-            # The model writes reason and context from what the caller said.
-            entry = {k: v for k, v in entry.items() if k not in ("reason", "context")}
         self.activity.handoffs.append(entry)
         self.activity.note("handoff", entry)
         log.info("%s: handoff %s -> %s", self.name, previous.name, target.name)

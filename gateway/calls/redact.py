@@ -15,6 +15,7 @@ __all__ = ["log_view"]
 
 _CONTENT_KEYS: Final = ("transcript", "referred_to")
 _TOOL_CONTENT: Final = ("arguments", "output")
+_HANDOFF_CONTENT: Final = ("reason", "context")
 
 
 def log_view(record: Mapping[str, Any], *, content: bool) -> dict[str, Any]:
@@ -28,4 +29,8 @@ def log_view(record: Mapping[str, Any], *, content: bool) -> dict[str, Any]:
         if isinstance(tool, dict):
             for key in _TOOL_CONTENT:
                 tool.pop(key, None)
+    for handoff in data.get("handoffs") or []:
+        if isinstance(handoff, dict):
+            for key in _HANDOFF_CONTENT:
+                handoff.pop(key, None)
     return data

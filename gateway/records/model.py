@@ -159,7 +159,8 @@ def ended_call(call: Mapping[str, Any], *, transcripts: bool = True) -> CallRow:
     return _row(
         {**activity, "sip": sip}, call_id=call_id,
         kind="relayed" if kind == "relayed" else "bridged",
-        direction="outbound" if call.get("direction") == "outbound" else "inbound",
+        direction="outbound" if "outbound" in (call.get("direction"), record.get("direction"))
+        else "inbound",
         state="ended", offered_at=offered_at if offered_at is not None else ended_at or 0.0,
         answered_at=_time(call.get("started_at")), ended_at=ended_at,
         route=_text(call.get("route") or record.get("route")),

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from gateway.sim.server import SimulatorServer
+from tests.conftest import scaled
 from tests.support.procs import ManagedProcess, free_udp_port, free_udp_port_block
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +129,9 @@ async def run_gateway(tmp_path: Path, sim: SimulatorServer, dialplan: str = QUIE
                           cwd=REPO, max_lifetime_s=run_seconds + 30)
     proc.start()
     try:
-        await asyncio.to_thread(proc.wait_for_log, lambda log: "gateway ready" in log, 20.0)
+        # A control process, its tool pool and a worker: 30 s covers a loaded 2-core box.
+        await asyncio.to_thread(proc.wait_for_log, lambda log: "gateway ready" in log,
+                                scaled(30.0))
         yield Gateway(proc, port, int(sip_cfg["rtp_port_start"]), config_path, dialplan_path)
     finally:
         await asyncio.to_thread(proc.stop)
