@@ -63,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -225,15 +225,20 @@ def rtp_ports_for(calls: int) -> int:
     return max(MIN_RTP_PORTS, 4 * calls + 8)
 
 
-def start_sim(stack: contextlib.ExitStack, run_dir: Path, speed: float,
-              lifetime_s: float) -> tuple[Running, str]:
+def start_sim(stack: contextlib.ExitStack, run_dir: Path, speed: float, lifetime_s: float,
+              extra_args: Sequence[str] = (),
+              env: Mapping[str, str] | None = None) -> tuple[Running, str]:
     """Start the simulator (``gateway sim`` with a turn log, :mod:`bench.simrun`) on a free
-    port, its turn log in ``run_dir/TURN_LOG``; returns it and its WebSocket URL."""
+    port, its turn log in ``run_dir/TURN_LOG``; returns it and its WebSocket URL.
+
+    ``extra_args`` go to :mod:`bench.simrun` (its SIP endpoint, webhooks), ``env`` to its
+    environment (the webhook secret).
+    """
     port = free_tcp_port()
     proc = ManagedProcess([sys.executable, "-m", "bench.simrun", "--port", str(port),
                            "--speed", f"{speed:g}", "--turn-log", str(run_dir / TURN_LOG),
-                           "--run-seconds", f"{lifetime_s:.0f}"],
-                          log_path=run_dir / "sim.log", name="sim", cwd=REPO,
+                           "--run-seconds", f"{lifetime_s:.0f}", *extra_args],
+                          log_path=run_dir / "sim.log", name="sim", env=env, cwd=REPO,
                           max_lifetime_s=lifetime_s + 15)
     stack.enter_context(proc)
     proc.wait_ready(lambda log: "listening on" in log, timeout_s=START_TIMEOUT_S)
@@ -339,13 +344,14 @@ class Reaper:
 
 @dataclass(frozen=True)
 class FrontGateway:
-    """One ``gateway run`` in front mode: the control process, its workers, the front."""
+    """One ``gateway run`` in front mode: the control process, its workers, the front
+    (``front_pid`` ``None``: a run without a front, its one worker binding the transports)."""
 
     gw: GatewayProc
     control_pid: int
     #: Worker id (``w1``...) -> pid, as the workers logged when ready.
     workers: dict[str, int]
-    front_pid: int
+    front_pid: int | None
 
     def groups(self) -> dict[str, list[int]]:
         """Every gateway process now, per group: ``control`` (the control process and any
@@ -364,7 +370,7 @@ class FrontGateway:
         below = set(descendants(self.control_pid))
         gone = [f"worker {w} (pid {pid})" for w, pid in self.workers.items()
                 if pid not in below]
-        if self.front_pid not in kids:
+        if self.front_pid is not None and self.front_pid not in kids:
             gone.append(f"kamailio (pid {self.front_pid})")
         if gone:
             raise BenchError(f"no longer running under the control process: {', '.join(gone)}"
@@ -407,10 +413,23 @@ def start_front(stack: contextlib.ExitStack, run_dir: Path, workers: int, per_wo
     config = {"realtime": {"url": sim_url}, "sip": sip,
               "control": {"port": 0, "drain_timeout_s": FRONT_DRAIN_TIMEOUT_S},
               "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
-    config_path = run_dir / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     env = {"OPENAI_API_KEY": "sk-bench-local", "GATEWAY_REALTIME_URL": sim_url,
            "GATEWAY_LOG_LEVEL": "INFO"}
+    return launch_tree(stack, run_dir, config, env, lifetime_s, port=port, rtp=rtp,
+                       rtp_count=rtp_count, calls=calls, workers=workers, front=True)
+
+
+def launch_tree(stack: contextlib.ExitStack, run_dir: Path, config: Mapping[str, object],
+                env: Mapping[str, str], lifetime_s: float, *, port: int, rtp: int,
+                rtp_count: int, calls: int, workers: int, front: bool) -> FrontGateway:
+    """Write ``config`` and start it as one ``gateway run`` (the control process, ``workers``
+    SIP workers, the Kamailio front if ``front``); return when it says it is ready.
+
+    ``port``, ``rtp`` and ``rtp_count`` repeat the config's SIP port and RTP range, ``calls``
+    is what the level will place (the RTP capture and the waits count on them).
+    """
+    config_path = run_dir / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config)))
     # Registered first, so it runs after the gateway has been stopped (an ExitStack unwinds
     # last-in first-out).
     reaper = Reaper()
@@ -430,9 +449,9 @@ def start_front(stack: contextlib.ExitStack, run_dir: Path, workers: int, per_wo
             reaper.track(descendants(child_pid(proc.pid, timeout_s=0.1)))
     log_text = proc.log_text()
     control = _CONTROL_READY.search(log_text)
-    front = _FRONT_READY.search(log_text)
+    front_ready = _FRONT_READY.search(log_text)
     ready = dict(_WORKER_READY.findall(log_text))  # the last line of each worker wins
-    if control is None or front is None or len(ready) != workers:
+    if control is None or (front and front_ready is None) or len(ready) != workers:
         raise BenchError(f"the gateway did not log its control pid, {workers} ready workers "
                          f"and the front's pid\n{proc.log_tail()}")
     control_pid = child_pid(proc.pid)
@@ -440,7 +459,7 @@ def start_front(stack: contextlib.ExitStack, run_dir: Path, workers: int, per_wo
         raise BenchError(f"the gateway logged pid {control[1]}, its process is {control_pid}")
     gw = GatewayProc(Running(proc, control_pid), port, rtp, rtp_count, calls)
     out = FrontGateway(gw, control_pid, {w: int(pid) for w, pid in sorted(ready.items())},
-                       int(front[1]))
+                       int(front_ready[1]) if front_ready else None)
     reaper.track([pid for pids in out.groups().values() for pid in pids])
     return out
 
@@ -452,7 +471,8 @@ def usage(window: CpuWindow, groups: dict[str, list[int]]) -> tuple[GroupUsage, 
                             sum(pss_kb(p) for p in groups[name]) / 1024) for name in GROUPS)
 
 
-def _same_processes(before: dict[str, list[int]], after: dict[str, list[int]]) -> None:
+def same_processes(before: dict[str, list[int]], after: dict[str, list[int]]) -> None:
+    """Raise :class:`BenchError` unless ``after`` (per group) holds the pids of ``before``."""
     if {k: sorted(v) for k, v in before.items()} != {k: sorted(v) for k, v in after.items()}:
         raise BenchError(f"the gateway's processes changed during the window: {before} -> "
                          f"{after}")
@@ -507,7 +527,8 @@ def _top_threads(window: CpuWindow, count: int = 5) -> tuple[tuple[str, float], 
     return tuple((name, round(pct, 2)) for name, pct in ranked)
 
 
-def _log_problems(gateways: Sequence[GatewayProc]) -> int:
+def log_problems(gateways: Sequence[GatewayProc]) -> int:
+    """WARNING/ERROR lines and tracebacks in the gateways' logs."""
     return sum(len(_PROBLEM.findall(g.run.proc.log_text())) for g in gateways)
 
 
@@ -549,7 +570,7 @@ def run_idle(plan: Plan, ports: PortPlan, run: int) -> tuple[IdleResult, str]:
         pss = sum(pss_kb(p) for p in pids) / 1024
         per_group = () if front is None else usage(window, gw_groups)
         if front is not None:
-            _same_processes(gw_groups, front.groups())
+            same_processes(gw_groups, front.groups())
         log_text = gw.run.proc.log_text()
     cpu = sum(window.groups[name] for name in gw_groups)
     return IdleResult(run, round(window.seconds, 2), cpu, rss, pss, window.groups["sim"],
@@ -624,13 +645,13 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
             sim_rss = rss_kb(sim.pid) / 1024
             per_group = () if front is None else usage(CpuWindow.between(a, b), gw_groups)
         if front is not None:
-            _same_processes(gw_groups, front.groups())
+            same_processes(gw_groups, front.groups())
         if not all(s.running for s in sipps):
             raise BenchError("a SIPp finished before the window closed: calls ended early")
         results = [s.result() for s in sipps]
         for gw in gateways:
             gw.run.proc.stop()
-        problems = _log_problems(gateways)
+        problems = log_problems(gateways)
         records = [rec for g in gateways for rec in call_records(g.run.proc.log_text())]
     window = CpuWindow.between(a, b)
     gw_cpu = sum(window.groups[name] for name in gw_groups)

@@ -7,9 +7,17 @@ to ``--turn-log``: when it read the append that completed the stop, when it wrot
 audio of the answer, in its own ``time.time()`` clock. ``bench/turns.py`` reads it. Full
 garbage collections are off (see :func:`main`), so they do not pause the simulator's loop.
 
+With ``--sip-tls-port`` it also plays OpenAI's SIP endpoint for relayed calls, as ``gateway
+sim --sip-port 0 --sip-tls-port P --sip-tls-cert C --sip-tls-key K --webhook-url URL`` does:
+each INVITE rings, posts a signed ``realtime.call.incoming`` to ``--webhook-url`` (the secret
+from ``$OPENAI_WEBHOOK_SECRET``, never on the command line) and waits for the accept.
+
 Usage::
 
     python -m bench.simrun --port 8765 --speed 4 --turn-log /tmp/turns.jsonl --run-seconds 60
+    OPENAI_WEBHOOK_SECRET=whsec_... python -m bench.simrun --port 8765 --turn-log t.jsonl \
+        --sip-tls-port 5081 --sip-tls-cert cert.pem --sip-tls-key key.pem \
+        --webhook-url http://127.0.0.1:8080/openai/webhook
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.logs import setup_logging
 from gateway.sim.scenario import ScenarioBook
@@ -32,8 +42,17 @@ NO_FULL_COLLECTION = 1_000_000_000
 
 
 async def _run(args: argparse.Namespace) -> None:
+    # Playing OpenAI's SIP endpoint (relayed calls): SIP on UDP/TCP (a free port) and TLS.
+    endpoint: dict[str, Any] = {}
+    if args.sip_tls_port is not None:
+        endpoint = {"sip_port": 0, "sip_tls_port": args.sip_tls_port,
+                    "sip_tls_cert_file": args.sip_tls_cert, "sip_tls_key_file": args.sip_tls_key}
+    if args.webhook_url is not None:
+        endpoint |= {"webhook_url": args.webhook_url,
+                     "webhook_secret": os.environ.get("OPENAI_WEBHOOK_SECRET")}
     options = SimOptions(speed=args.speed, tts_engine=args.tts, keep_closed=SERVICE_KEEP_CLOSED,
-                         response_latency_ms=args.response_latency_ms, turn_log=args.turn_log)
+                         response_latency_ms=args.response_latency_ms, turn_log=args.turn_log,
+                         **endpoint)
 
     def ready(url: str) -> None:
         _log.info("Realtime simulator listening on %s (turn log %s)", url, args.turn_log)
@@ -55,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--response-latency-ms", type=int, default=SimOptions().response_latency_ms)
     p.add_argument("--turn-log", required=True, help="JSON lines file, one line per VAD turn")
     p.add_argument("--run-seconds", type=float, default=None)
+    p.add_argument("--sip-tls-port", type=int, help="also answer SIP over TLS on this port "
+                   "(and UDP/TCP on a free one), like OpenAI's SIP endpoint")
+    p.add_argument("--sip-tls-cert", help="TLS certificate (PEM) for --sip-tls-port")
+    p.add_argument("--sip-tls-key", help="its private key (PEM)")
+    p.add_argument("--webhook-url", help="post realtime.call.incoming here for each SIP call "
+                   "(secret in $OPENAI_WEBHOOK_SECRET)")
     args = p.parse_args(argv)
     setup_logging("INFO")
     # The simulator keeps every event of its live sessions for inspection: hundreds of

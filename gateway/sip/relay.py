@@ -151,6 +151,13 @@ class Relays:
         tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc)
         self.transport = str(ep.transportGetInfo(tid).localName)
         ac = self.ua.account_config(f"sip:gateway@{self.transport}")
+        # pjsua counts RTP ports per account: the relay account takes the upper half of the
+        # range, so it never tries the ports the callers' legs hold (bind errors otherwise).
+        media = ac.mediaConfig.transportConfig
+        half = (media.portRange // 2) & ~1
+        if half:
+            media.port += half
+            media.portRange -= half
         ac.mediaConfig.srtpUse = getattr(pj, _SRTP[self.config.srtp])
         # SDES keys travel in the SDP: only over TLS (pjsua refuses SRTP on plain SIP then).
         ac.mediaConfig.srtpSecureSignaling = 1 if self.config.srtp != "off" else 0
