@@ -6,6 +6,8 @@
 #   bash scripts/dev.sh test              setup, then ruff, mypy and the whole test suite
 #   bash scripts/dev.sh test-wheel        the SIP smoke tests (-m "sip and smoke") on the PyPI
 #                                         wheel, in its own venv (.venv-wheel)
+#   bash scripts/dev.sh test-docker       the docker tier alone (-m docker): the image built with
+#                                         podman and a call to it (needs root), compose files
 #
 # pjsua2 comes from the official pjproject source, built by scripts/build-pjsua2.sh (a few
 # minutes the first time, then cached outside the repo), or, with --wheel or
@@ -21,7 +23,8 @@ VENV="${GATEWAY_VENV:-$ROOT/.venv}"
 PYTHON="${GATEWAY_PYTHON:-python3.11}"
 BINDING="${GATEWAY_PJSUA2:-source}"
 APT_PACKAGES=(sip-tester espeak-ng sox kamailio kamailio-tls-modules tshark tcpdump postgresql
-    chromium chromium-driver fonts-dejavu-core)  # the last three: the monitor's browser tests
+    chromium chromium-driver fonts-dejavu-core  # these three: the monitor's browser tests
+    podman runc mmdebstrap docker-compose)      # these four: the docker tier (tests/docker)
 # Only for building pjsua2 from source (plus the Python headers, see python_packages).
 BUILD_APT_PACKAGES=(build-essential swig libssl-dev uuid-dev pkg-config curl ca-certificates)
 # The PyPI binding, as the `wheel` extra in pyproject.toml names it.
@@ -167,11 +170,17 @@ case "$cmd" in
         cd "$ROOT"
         raise_nofile
         log "ruff"
-        "$VENV/bin/ruff" check gateway tests $( [ -d bench ] && echo bench )
+        "$VENV/bin/ruff" check gateway tests $( [ -d bench ] && echo bench ) docker
         log "mypy"
         "$VENV/bin/mypy"
         log "pytest"
         exec "$VENV/bin/pytest" -p no:cacheprovider "$@"
+        ;;
+    test-docker)
+        setup
+        cd "$ROOT"
+        log "pytest -m docker"
+        exec "$VENV/bin/pytest" -p no:cacheprovider -m docker "$@"
         ;;
     test-wheel)
         BINDING=wheel

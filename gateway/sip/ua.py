@@ -414,7 +414,9 @@ class SipUserAgent:
         tc = pj.TransportConfig()
         tc.port = t.port
         tc.boundAddress = t.host
-        if self.settings.public_address:
+        # Behind the front the Contact must stay the bound loopback address (the front routes
+        # in-dialog requests to workers by it); only the media (SDP c=) takes the public one.
+        if self.settings.public_address and self.front is None:
             tc.publicAddress = self.settings.public_address
         if t.type == "tls":
             tc.tlsConfig.certFile = t.cert_file or ""
