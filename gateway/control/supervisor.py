@@ -79,6 +79,9 @@ log = logging.getLogger(__name__)
 
 #: File name of the IPC socket inside the run directory.
 SOCKET_NAME: Final = "workers.sock"
+#: A worker whose processes end this many times before its first hello will not start (a
+#: port taken, a bad setting): start-up gives up instead of restarting it for ever.
+START_ATTEMPTS: Final = 2
 #: How long a process may take to be reaped after SIGKILL before we log it and move on.
 _REAP_TIMEOUT_S: Final = 5.0
 #: How long an exited worker's socket may stay open (something it forked holds it) before we
@@ -277,6 +280,9 @@ class _Slot:
         self.delivered.set()
         self.wake = asyncio.Event()
         self.restarts = 0
+        #: Processes that ended before this slot's first hello, and the last one's reason.
+        self.start_failures = 0
+        self.start_failure = ""
 
     async def nap(self, seconds: float | None) -> None:
         """Until the next wake or ``seconds``; callers re-check what they wait for."""
@@ -425,7 +431,8 @@ class Supervisor:
 
         Raises:
             TimeoutError: Some were not within ``timeout_s`` (the message names them).
-            SupervisorError: Not running (not started, draining or stopping).
+            SupervisorError: Not running (not started, draining or stopping), or a worker
+                failed :data:`START_ATTEMPTS` times before it ever came up.
         """
         try:
             async with asyncio.timeout(timeout_s):
@@ -434,6 +441,12 @@ class Supervisor:
                         raise SupervisorError(f"wait_ready() on a {self._state} supervisor")
                     if all(slot.channel is not None for slot in self._slots.values()):
                         return
+                    failed = next((slot for slot in self._slots.values()
+                                   if slot.start_failures >= START_ATTEMPTS), None)
+                    if failed is not None:  # a setting the worker cannot start with
+                        raise SupervisorError(
+                            f"worker {failed.worker_id} failed to start {START_ATTEMPTS} "
+                            f"times: {failed.start_failure} (its log says why)")
                     await self._changed.wait()
         except TimeoutError:
             missing = ", ".join(s.worker_id for s in self._slots.values() if s.channel is None)
@@ -586,6 +599,9 @@ class Supervisor:
                 slot.restarts = slot.tracker.failures  # each failure is followed by a restart
                 pid, reason = await self._run_process(slot)
                 expected = self._halting()
+                if slot.hello is None and not expected:  # never came up at all
+                    slot.start_failures += 1
+                    slot.start_failure = reason
                 delay = None if expected else slot.tracker.failed(loop.time(), self._rand()).delay_s
                 self._events.push(WorkerDown(slot.worker_id, pid, reason, expected, delay))
                 self._notify()
