@@ -163,7 +163,8 @@ async def place_call(gw: Gateway, tmp_path: Path, *, user: str = "100",
         raise
     (tmp_path / "caller.log").write_bytes(err)
     lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-    assert lines, f"gateway call printed no report; stderr:\n{err.decode()[-2000:]}"
+    assert lines, (f"gateway call printed no report (exit status {proc.returncode}); "
+                   f"stderr:\n{err.decode()[-2000:]}")
     report: dict[str, Any] = json.loads(lines[-1])
     return report
 
