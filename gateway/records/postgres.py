@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from gateway.records import schema
 from gateway.records.model import CallRow, fold, mark_unknown, row_from_document
 from gateway.records.queries import Cursor, Queries
-from gateway.records.store import Document, Documents, RecordStoreError
+from gateway.records.store import Document, Documents, RecordStoreError, migrations_due
 
 __all__ = ["PostgresStore"]
 
@@ -159,15 +159,9 @@ class PostgresStore:
             await cur.execute(_Q.version)
             found = await cur.fetchone()
             current = int(found[0]) if found is not None else 0
-            try:
-                todo = schema.pending(current, self.migrations)
-            except schema.SchemaError as exc:
-                raise RecordStoreError(f"{self.description}: {exc}") from None
+            todo = migrations_due(current, self.migrations, readonly=self.readonly,
+                                  description=self.description)
             if self.readonly:
-                if todo:
-                    raise RecordStoreError(
-                        f"{self.description}: schema version {current}, this gateway reads "
-                        f"{len(self.migrations)}: start the gateway once to migrate it")
                 return 0
             for migration in todo:
                 for statement in migration.statements:

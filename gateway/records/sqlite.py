@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 from gateway.records import schema
 from gateway.records.model import CallRow, fold, mark_unknown, row_from_document
 from gateway.records.queries import Cursor, Queries
-from gateway.records.store import Document, Documents, RecordStoreError
+from gateway.records.store import Document, Documents, RecordStoreError, migrations_due
 
 __all__ = ["MAX_JOBS", "SqliteStore"]
 
@@ -221,15 +221,9 @@ class SqliteStore:
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
             ).fetchone() is not None
             current = conn.execute(_Q.version).fetchone()[0] if has_versions else 0
-            try:
-                todo = schema.pending(current, self.migrations)
-            except schema.SchemaError as exc:
-                raise RecordStoreError(f"{self.description}: {exc}") from None
+            todo = migrations_due(current, self.migrations, readonly=self.readonly,
+                                  description=self.description)
             if self.readonly:
-                if todo:
-                    raise RecordStoreError(
-                        f"{self.description}: schema version {current}, this gateway reads "
-                        f"{len(self.migrations)}: start the gateway once to migrate it")
                 return 0
             conn.execute(schema.version_table_sql("sqlite"))
             for migration in todo:

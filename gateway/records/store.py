@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeAlias
 
 from gateway.config import Settings, records_database
 from gateway.errors import GatewayError
+from gateway.records import schema
 from gateway.records.model import CallRow
 from gateway.records.queries import Cursor
 
@@ -127,3 +128,24 @@ def open_store(settings: Settings, *, readonly: bool = False,
     from gateway.records.sqlite import SqliteStore
 
     return SqliteStore(database, readonly=readonly, instance=name)
+
+
+def migrations_due(current: int, migrations: Sequence[schema.Migration], *, readonly: bool,
+                   description: str) -> tuple[schema.Migration, ...]:
+    """What a store at schema version ``current`` must apply (none when ``readonly``).
+
+    Raises:
+        RecordStoreError: The schema is newer than the code, or a read-only store finds
+            migrations due (the gateway, not a reader, migrates).
+    """
+    try:
+        todo = schema.pending(current, migrations)
+    except schema.SchemaError as exc:
+        raise RecordStoreError(f"{description}: {exc}") from None
+    if readonly:
+        if todo:
+            raise RecordStoreError(
+                f"{description}: schema version {current}, this gateway reads "
+                f"{len(migrations)}: start the gateway once to migrate it")
+        return ()
+    return todo
