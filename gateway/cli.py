@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, ConfigErrors, GatewayError
 from gateway.logs import setup_logging
 
@@ -362,12 +362,7 @@ def _sim(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
-    secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
-               *(h.value for h in settings.realtime.headers.values()),
-               *(a.password.value for a in settings.sip.accounts),
-               *(t.value for t in settings.control.api_tokens), settings.records.password.value,
-               settings.control.status_webhook_secret.value]
-    setup_logging(settings.logging.level, settings.logging.format, secrets)
+    setup_logging(settings.logging.level, settings.logging.format, _secrets(settings))
     from gateway.control.app import run_control
     from gateway.control.topology import plan as plan_processes
 
@@ -382,15 +377,21 @@ def _run(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
-    secrets = [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
-               *(h.value for h in settings.realtime.headers.values()),
-               *(a.password.value for a in settings.sip.accounts)]
-    setup_logging(settings.logging.level, settings.logging.format, secrets)
+    setup_logging(settings.logging.level, settings.logging.format, _secrets(settings))
     from gateway.worker.main import run_worker
 
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_worker(settings, args, dict(os.environ)))
     return 0
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold, for the log redaction filter."""
+    return [settings.realtime.api_key.value, settings.openai_calls.webhook_secret.value,
+            *(h.value for h in settings.realtime.headers.values()),
+            *(a.password.value for a in settings.sip.accounts),
+            *(t.value for t in settings.control.api_tokens), settings.records.password.value,
+            settings.control.status_webhook_secret.value]
 
 
 async def _bounded(coro: Coroutine[Any, Any, None], seconds: float | None) -> None:
