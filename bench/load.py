@@ -295,6 +295,17 @@ def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[
     return out
 
 
+def process_tree(gateways: Sequence[GatewayProc]) -> tuple[dict[str, list[int]], int]:
+    """The ``gateway`` group (each ``gateway run``: its control process and every process
+    below it, its SIP worker and what that forked) and the pid to profile threads of (the
+    first gateway's worker, as it logged when ready; its control process if it did not).
+    """
+    pids = [p for g in gateways for p in (g.run.pid, *descendants(g.run.pid))]
+    ready = _WORKER_READY.findall(gateways[0].run.proc.log_text())
+    profiled = int(ready[-1][1]) if ready else gateways[0].run.pid
+    return {"gateway": pids}, profiled
+
+
 # Front mode ----------------------------------------------------------------------------------
 
 
@@ -548,8 +559,7 @@ def run_idle(plan: Plan, ports: PortPlan, run: int) -> tuple[IdleResult, str]:
         if plan.workers is None:
             (gw,) = start_gateways(stack, run_dir, [0], url, dialplan, ports, lifetime,
                                    plan.calls_per_gateway)
-            gw_groups = {"gateway": [gw.run.pid]}
-            profiled = gw.run.pid
+            gw_groups, profiled = process_tree([gw])
         else:
             # The same layout as the largest level (the idle cost barely depends on it).
             per_worker = worker_max_calls(max(plan.calls), plan.workers, plan.worker_margin,
@@ -624,8 +634,7 @@ def run_level(plan: Plan, mode: str, calls: int, audio: Path, ports: PortPlan,
         wait_calls_up(gateways, sipps, rate)
         time.sleep(plan.settle_s)
         if front is None:
-            gw_groups = {"gateway": [g.run.pid for g in gateways]}
-            profiled = gateways[0].run.pid
+            gw_groups, profiled = process_tree(gateways)
         else:
             gw_groups = front.groups()
             profiled = front.workers["w1"]

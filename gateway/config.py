@@ -298,6 +298,9 @@ class CallSettings:
     #: When the Realtime session cannot come back: ``transfer`` to the route's (or agent's)
     #: ``fallback`` URI, hanging up when there is none, or always ``hangup``.
     on_realtime_lost: Literal["transfer", "hangup"] = "transfer"
+    #: Where ``recording:`` routes write their stereo WAV files (relative: beside the config
+    #: file); made at start when the dialplan records, and again before each recorded call.
+    recordings_dir: str = "recordings"
 
 
 @dataclass(frozen=True)
@@ -482,6 +485,14 @@ def records_database(settings: Settings) -> str:
             or settings.source.startswith("<"):
         return database
     return os.path.normpath(Path(settings.source).parent / database)
+
+
+def recordings_dir(settings: Settings) -> str:
+    """``calls.recordings_dir`` as used: a relative directory is beside the config file."""
+    directory = settings.calls.recordings_dir
+    if Path(directory).is_absolute() or settings.source.startswith("<"):
+        return os.path.abspath(directory)
+    return os.path.normpath(Path(settings.source).parent.resolve() / directory)
 
 
 def _openai_calls(r: Reader, env: Mapping[str, str],
@@ -689,7 +700,9 @@ def _calls(r: Reader) -> CallSettings:
         reconnect_apology=r.str("reconnect_apology", CallSettings.reconnect_apology),
         on_realtime_lost=r.str("on_realtime_lost", "transfer",  # type: ignore[arg-type]
                                choices=("transfer", "hangup")),
+        recordings_dir=r.str("recordings_dir", "recordings"),
     )
+    r.check("recordings_dir", bool(out.recordings_dir), "must name a directory")
     r.check("append_chunk_ms", out.append_chunk_ms % 20 == 0, "must be a multiple of 20 ms")
     r.finish()
     return out

@@ -32,6 +32,7 @@ from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.runner import ToolOutcome
 from gateway.agents.service import ToolService
 from gateway.agents.spec import BuiltinTool, GuardrailSpec, HttpTool, ToolSpec
+from gateway.calls.turns import TurnMeter
 from gateway.calls.usage import UsageMeter
 from gateway.dialplan.router import RouteDecision
 from gateway.dialplan.schema import AgentSpec
@@ -143,6 +144,8 @@ class ActivityLog:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     transcript_chars: int = 0
     usage: UsageMeter = field(default_factory=UsageMeter)
+    #: Turn latency, first agent audio and Realtime errors by code.
+    turns: TurnMeter = field(default_factory=TurnMeter)
     listener: Callable[[str, Mapping[str, Any]], None] | None = None
 
     def turn(self, role: str, text: str) -> None:
@@ -238,6 +241,7 @@ class CallAgent:
 
     async def on_event(self, event: Any) -> None:
         """React to a Realtime server event (called by the session, in order)."""
+        self.activity.turns.on_event(event, now=time.monotonic(), wall=time.time())
         if isinstance(event, rt.ResponseCreated):
             # Not necessarily ours (server VAD starts responses too): _request_event_id stays
             # so a refusal of ours that follows is still recognised.

@@ -23,16 +23,10 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from gateway.calls.conversation import AgentServices, TransferResult, say_exactly
+from gateway.calls.record import CallRecord, OutboundCall
 from gateway.calls.relay import RelayedCall, new_token
-from gateway.calls.session import (
-    CallRecord,
-    CallSession,
-    OutboundCall,
-    SessionSettings,
-    SipControl,
-    continuity_policy,
-)
-from gateway.config import Settings
+from gateway.calls.session import CallSession, SessionSettings, SipControl, continuity_policy
+from gateway.config import Settings, recordings_dir
 from gateway.dialplan.router import CallInfo, RouteDecision, decide, first_values, route_call
 from gateway.dialplan.schema import (
     AgentAction,
@@ -149,6 +143,7 @@ class CallManager:
             max_duration_s=settings.calls.max_duration_s,
             log_content=settings.logging.call_content,
             continuity=continuity_policy(settings),
+            recordings_dir=recordings_dir(settings),
         )
 
     async def __aenter__(self) -> CallManager:

@@ -8,7 +8,7 @@ follows the call: answered when OpenAI answers, ended when either side hangs up,
 503 when OpenAI does not answer within ``openai_calls.relay_answer_timeout_s``, ended after
 the agent's ``max_duration_s``. Transfers (the agent's, commanded by the control process, or a
 REFER OpenAI sent) REFER the caller's leg and end the call once the transfer took. The record
-is an ordinary :class:`~gateway.calls.session.CallRecord` with ``kind: relayed``; its media
+is an ordinary :class:`~gateway.calls.record.CallRecord` with ``kind: relayed``; its media
 counters are those of the caller's Python media channel, which a relayed call never uses
 (pjsua's bridge moves its frames), so they stay zero.
 """
@@ -22,7 +22,7 @@ import secrets
 from typing import Final, Protocol
 
 from gateway.calls.conversation import TransferResult
-from gateway.calls.session import CallRecord, media_counters
+from gateway.calls.record import CallRecord, media_counters
 from gateway.dialplan.router import RouteDecision
 from gateway.ipc.from_worker import RELAY_HEADER
 from gateway.sip.events import (
@@ -169,6 +169,8 @@ class RelayedCall:
                 self._spawn_transfer(event.target)
             elif isinstance(event, LegEnded):
                 self.record.sip_status = event.status
+                if event.rtp is not None:
+                    self.record.rtp = dict(event.rtp)
                 if not self._end_reason:
                     self._end_reason = event.cause or (
                         "caller hung up" if self.record.answered else "caller cancelled")

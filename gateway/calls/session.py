@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import logging
 import math
 from collections import deque
@@ -36,7 +35,8 @@ from gateway.calls.agent import session_config
 from gateway.calls.context import ConversationContext
 from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
-from gateway.calls.redact import log_view
+from gateway.calls.record import CallRecord, OutboundCall, media_counters, outbound_end
+from gateway.calls.recording import CallRecording
 from gateway.calls.usage import cost_usd
 from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
@@ -119,83 +119,8 @@ class SessionSettings:
     max_duration_s: int = 3600
     log_content: bool = False
     continuity: ContinuityPolicy = ContinuityPolicy()
-
-
-@dataclass
-class CallRecord:
-    """What happened on a call (kept by the manager; later persisted)."""
-
-    leg_id: int
-    sip_call_id: str
-    route: str
-    agent: str | None
-    #: ``bridged`` (our media path to the Realtime API) or ``relayed`` (through OpenAI SIP).
-    kind: str = "bridged"
-    #: ``inbound`` (an INVITE the gateway received) or ``outbound`` (one it placed).
-    direction: str = "inbound"
-    answered: bool = False
-    codec: str | None = None
-    end_reason: str = ""
-    sip_status: int | None = None
-    rt_session_id: str | None = None
-    barge_ins: int = 0
-    truncates: int = 0
-    responses: int = 0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    handoffs: list[dict[str, object]] = field(default_factory=list)
-    guardrail_events: list[dict[str, object]] = field(default_factory=list)
-    dtmf_digits: int = 0
-    #: Realtime continuity: connections dropped, sessions reconnected, rotated, apologies said.
-    realtime: dict[str, int] = field(default_factory=lambda: {
-        "drops": 0, "reconnects": 0, "rotations": 0, "apologies": 0})
-    #: Media counters: caller frames received / dropped (loop behind), agent frames played,
-    #: dropped (playout full), silence mid-item (audio late), discarded by barge-in.
-    media: dict[str, int] = field(default_factory=dict)
-    #: The Realtime model, its tokens by kind and what they cost (``None``: no known price).
-    model: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    #: Caller and agent turns (call content: never in the log line without call_content).
-    transcript: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as plain JSON-able data."""
-        return dataclasses.asdict(self)
-
-    def as_json(self, *, content: bool = False) -> str:
-        """The record as one JSON line (keys sorted), as the ``call record:`` log shows it.
-
-        Without ``content`` the call's content is left out (:mod:`gateway.calls.redact`; the
-        record sent to the control process keeps it).
-        """
-        return json.dumps(log_view(self.as_dict(), content=content), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class OutboundCall:
-    """A call the gateway places (``POST /v1/calls``): how long it may ring unanswered."""
-
-    ring_timeout_s: float = 30.0
-
-
-def outbound_end(status: int, reason: str, answered: bool) -> str:
-    """The end reason of a call the gateway placed, from the leg's final SIP status."""
-    if answered:
-        return "callee hung up"
-    if status in (486, 600):
-        return "busy"
-    if status in (408, 480, 487):
-        return "no answer"
-    return f"failed: {status} {reason}".strip()
-
-
-def media_counters(media: MediaChannel) -> dict[str, int]:
-    """A call record's ``media`` counters of one call's media channel."""
-    stats = media.playout_stats()
-    return {"rx_frames": media.rx_frames, "rx_dropped": media.rx_dropped,
-            "tx_frames_played": stats.frames_played, "tx_frames_dropped": stats.frames_dropped,
-            "tx_underrun_frames": stats.silence_frames_underrun,
-            "tx_frames_flushed": stats.frames_flushed}
+    #: Where ``recording:`` routes' files go (``calls.recordings_dir``, resolved).
+    recordings_dir: str = "recordings"
 
 
 @dataclass
@@ -258,6 +183,9 @@ class CallSession:
         self._playout_idle.set()
         self._transfer: asyncio.Future[TransferResult] | None = None
         self._record_logged = False
+        rec = decision.route.recording
+        self._recording = CallRecording(rec, settings.recordings_dir, offer.leg_id) \
+            if rec is not None and outbound is None else None
 
     # Called by the manager ---------------------------------------------------------------
 
@@ -265,6 +193,8 @@ class CallSession:
         """Deliver a SIP event for this leg (loop thread)."""
         if isinstance(event, LegEnded):
             self._leg_ended = event
+            if event.rtp is not None:
+                self.record.rtp = dict(event.rtp)
         if isinstance(event, MediaActive):
             self._codec = event.codec
             self._media_active.set()
@@ -307,8 +237,13 @@ class CallSession:
         """
         try:
             await self._run()
+            if self._recording is not None:
+                self.record.recording = await self._recording.finish(
+                    leg_ended=self._leg_ended is not None)
         except asyncio.CancelledError:
             self.record.end_reason = self.record.end_reason or "cancelled"
+            if self._recording is not None and self.record.recording is None:
+                self.record.recording = {"error": "call cancelled before the recording was saved"}
             self._log_record()
             raise
         self._log_record()
@@ -351,6 +286,10 @@ class CallSession:
         self.record.model = self.options.model
         self.record.usage = activity.usage.as_dict()
         self.record.cost_usd = cost_usd(self.record.usage, self.options.model or "")
+        turns = activity.turns
+        self.record.turn_latency_ms = turns.turn_latency_ms
+        self.record.first_audio_at = turns.first_audio_at
+        self.record.realtime_errors = turns.realtime_errors
         self.record.media = media_counters(self.offer.media)
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
         self.log.info("call record: %s", self.record.as_json(content=self.settings.log_content))
@@ -371,6 +310,7 @@ class CallSession:
                     return outbound_end(event.status, event.reason, self.record.answered)
                 return "caller hung up" if self.record.answered else "caller cancelled"
             if isinstance(event, CallState) and self.outbound is not None:
+                self.record.sip_call_id = self.record.sip_call_id or event.sip_call_id
                 if event.state == "EARLY" and not self._rang:
                     self._rang = True
                     self.actor.activity.note("state", {"state": "ringing"})
@@ -437,6 +377,8 @@ class CallSession:
                 self.record.sip_status = 408
                 return f"no answer within {self.outbound.ring_timeout_s:g} s"
         else:
+            if self._recording is not None:
+                await self._recording.start(self.sip, self.leg_id)
             self.sip.answer(self.leg_id, 200)
         self.record.answered = True
         self.actor.activity.note("state", {"state": "answered"})
@@ -446,6 +388,8 @@ class CallSession:
             return "no media after answer"
         assert self._codec is not None
         await self._configure(self._codec)
+        if self._recording is not None and self._recording.consent:
+            await self.actor.request_response(say_exactly(self._recording.consent))
         if self.decision.greeting:
             await self.actor.request_response(say_exactly(self.decision.greeting))
         self._streaming = True

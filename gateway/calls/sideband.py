@@ -77,9 +77,16 @@ class SidebandRecord:
     model: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
+    #: Speech stop -> first agent audio, ms (:mod:`gateway.calls.turns`); first agent audio
+    #: (wall clock); Realtime ``error`` events by code.
+    turn_latency_ms: list[int] = field(default_factory=list)
+    first_audio_at: float | None = None
+    realtime_errors: dict[str, int] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
+    #: For a ``recording:`` route: why there is no file (the audio never reaches us).
+    recording: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able data."""
@@ -126,6 +133,9 @@ class SidebandSession:
         self.record = SidebandRecord(call_id, decision.route.name, decision.agent.name)
         if leg is not None:
             self.record.kind, self.record.sip_leg = "relayed", leg.call_id
+        if decision.route.recording is not None:
+            self.record.recording = {"error": "not recorded: a direct OpenAI SIP call's audio"
+                                              " does not pass through the gateway"}
         self.actor = CallAgent(decision, self, services, name=f"openai:{call_id}",
                                log_content=log_content)
         self._client: RealtimeClient | None = None
@@ -153,6 +163,10 @@ class SidebandSession:
             self.record.model = self.actor.agent.model or self.model
             self.record.usage = activity.usage.as_dict()
             self.record.cost_usd = cost_usd(self.record.usage, self.record.model)
+            turns = activity.turns
+            self.record.turn_latency_ms = turns.turn_latency_ms
+            self.record.first_audio_at = turns.first_audio_at
+            self.record.realtime_errors = turns.realtime_errors
             await self.actor.close()
             for task in list(self._tasks):
                 task.cancel()

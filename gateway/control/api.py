@@ -10,8 +10,10 @@ Installed on the control application next to the read-only endpoints of
   URI; answers once the transfer took or failed);
 * ``POST /v1/calls/{call_id}/say`` ``{"text"}`` (the agent says it word for word next);
 * ``GET /v1/calls/{call_id}/events`` and ``GET /v1/events`` (every call): Server-Sent
-  Events, a ``snapshot`` first, then the call's events as they happen
-  (:mod:`gateway.control.feed`), ``: ping`` comments in silence, ended after ``ended``;
+  Events, a ``snapshot`` first, then the live calls' history (``"replay": true``; after
+  the ``Last-Event-ID`` a reconnecting client sends), then the events as they happen
+  (:mod:`gateway.control.feed`), each with its seq as ``id:``, ``: ping`` comments in
+  silence, ended after ``ended``;
 * ``GET /v1/openapi.json``: the API's OpenAPI document (:mod:`gateway.control.openapi`).
 
 Bodies are JSON objects with known fields only; a bad one is ``400`` naming the field.
@@ -177,7 +179,7 @@ async def _stream(request: web.Request, call_id: str, snapshot: dict[str, Any], 
                   ended: bool) -> web.StreamResponse:
     feed = request.app[_CONTEXT].feed
     try:
-        sub = feed.subscribe(call_id)
+        sub = feed.subscribe(call_id, after=None if ended else _last_event_id(request))
     except FeedFull as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -203,7 +205,15 @@ async def _stream(request: web.Request, call_id: str, snapshot: dict[str, Any], 
     return response
 
 
+def _last_event_id(request: web.Request) -> int | None:
+    """A reconnecting client's ``Last-Event-ID`` (a feed seq), or ``None``."""
+    value = request.headers.get("Last-Event-ID", "").strip()
+    return int(value) if value.isdigit() and len(value) <= 20 else None
+
+
 def _payload(event: FeedEvent) -> dict[str, Any]:
+    if event.replay:
+        return {"call_id": event.call_id, **event.data, "replay": True}
     return {"call_id": event.call_id, **event.data}
 
 

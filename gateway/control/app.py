@@ -47,7 +47,8 @@ from aiohttp import web
 from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.pool import ToolWorkers
 from gateway.calls.conversation import AgentServices
-from gateway.config import Settings
+from gateway.calls.recording import check_directory
+from gateway.config import Settings, recordings_dir
 from gateway.control.actions import CallActions
 from gateway.control.api import ApiContext, install_api
 from gateway.control.auth import bearer_auth
@@ -77,6 +78,7 @@ from gateway.control.supervisor import (
 )
 from gateway.control.tools import ToolBroker
 from gateway.control.topology import Plan, WorkerSlot, front_spec
+from gateway.control.watchers import LevelWatchers
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import GatewayError
 from gateway.front.kamailio import KamailioFront
@@ -142,10 +144,30 @@ def worker_spec(settings: Settings, slot: WorkerSlot, ipc: Path, realtime_url: s
              "--sip-port", str(slot.sip_port),
              "--rtp-port-start", str(slot.rtp_port_start),
              "--rtp-port-range", str(slot.rtp_port_range), "--realtime-url", realtime_url]
-    argv += ["--front-address", "127.0.0.1"] if front else ["--own-transports"]
+    if front:
+        argv += ["--front-address", "127.0.0.1"]
+        proxy = front_proxy_uri(settings)
+        if proxy is not None:
+            argv += ["--front-proxy", proxy]
+    else:
+        argv.append("--own-transports")
     if settings.realtime.embedded:
         argv.append("--embedded-simulator")
     return WorkerSpec(slot.worker_id, tuple(argv), log_path=log_path, start="fork")
+
+
+def front_proxy_uri(settings: Settings) -> str | None:
+    """The front as a worker's outbound proxy (``sip:host:port;lr``).
+
+    The front's first UDP listen, reached on loopback when it listens on every address;
+    ``None`` without a fixed UDP listen (placed calls then leave from the worker itself).
+    """
+    udp = next((t for t in settings.sip.transports if t.type == "udp"), None)
+    if udp is None or udp.port == 0:
+        return None
+    host = "127.0.0.1" if udp.host in ("0.0.0.0", "::", "") else udp.host
+    host = f"[{host}]" if ":" in host else host
+    return f"sip:{host}:{udp.port};lr"
 
 
 async def run_control(settings: Settings, plan: Plan, *,
@@ -156,6 +178,10 @@ async def run_control(settings: Settings, plan: Plan, *,
     env = env or {}
     store = DialplanStore(settings.dialplan, env=env,  # ConfigErrors: refuse a bad plan
                           check=lambda p: relay_errors(p, settings.openai_calls))
+    if any(route.recording is not None for route in store.current.routes):
+        problem = check_directory(recordings_dir(settings))  # before any call: say it now
+        if problem is not None:
+            raise GatewayError(problem)
     readiness = Readiness("starting")
     directory = CallDirectory()
     metrics = ControlMetrics(directory)
@@ -182,13 +208,16 @@ async def run_control(settings: Settings, plan: Plan, *,
         await pool.ensure(store.current)
         webhooks = WebhookEndpoint(settings) if settings.openai_calls.enabled else None
         send = _LateSend()
-        feed, commands = CallFeed(), CommandDesk(send)
+        watchers = LevelWatchers()
+        feed, commands = CallFeed(on_watch=watchers.changed), CommandDesk(send)
+        watchers.feed = feed
         hooks = StatusHooks(settings.control.status_webhook_secret.value)
         stack.push_async_callback(hooks.close)
         outbound = Outbound(directory, commands, hooks)
         app = _application(settings, state, webhooks, commands, feed, outbound)
         http = await start_http(app, settings.control.host, settings.control.port)
         stack.push_async_callback(stop_http, http)
+        stack.callback(feed.close)  # first: open event streams end, so the stop need not wait
         url = settings.realtime.url
         if settings.realtime.embedded:
             hook = (f"http://{_http_host(http.host)}:{http.port}"
@@ -205,6 +234,8 @@ async def run_control(settings: Settings, plan: Plan, *,
         await supervisor.start()
         stack.push_async_callback(supervisor.stop, FAST_STOP_GRACE_S)
         send.supervisor = supervisor
+        watchers.broadcast = supervisor.broadcast
+        stack.push_async_callback(watchers.close)
         broker = ToolBroker(pool, supervisor.send)
         stack.push_async_callback(broker.close)
         relays = RelayDesk()
@@ -215,7 +246,7 @@ async def run_control(settings: Settings, plan: Plan, *,
                                  relays=relays, commands=commands,
                                  on_record=lambda r: metrics.records.observe(r.as_dict()),
                                  records=records)
-        desks = _Desks(broker, relays, commands, feed, hooks, records)
+        desks = _Desks(broker, relays, commands, feed, hooks, records, watchers)
         events = asyncio.create_task(_consume(supervisor, directory, metrics, desks, plans),
                                      name="control:worker-events")
         stack.push_async_callback(_cancel, events)
@@ -303,6 +334,7 @@ class _Desks:
     feed: CallFeed
     hooks: StatusHooks
     records: RecordWriter | None
+    watchers: LevelWatchers
 
 
 class _LateSend:
@@ -357,6 +389,7 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
             # It read the plan file at start; a reload may have come since.
             with contextlib.suppress(GatewayError):
                 await supervisor.send(event.worker_id, plans.message)
+                await supervisor.send(event.worker_id, desks.watchers.message())
         elif isinstance(event, FromWorker) and isinstance(event.message, ToolRequest):
             desks.tools.submit(event.worker_id, event.message)
         elif isinstance(event, FromWorker) and isinstance(event.message, CommandResult):
@@ -381,6 +414,8 @@ async def _consume(supervisor: Supervisor, directory: CallDirectory, metrics: Co
             desks.relays.worker_down(event.worker_id)
             desks.commands.worker_down(event.worker_id, event.reason)
             for ended in directory.worker_down(event.worker_id, event.reason):
+                desks.feed.publish(str(ended["call_id"]), "ended",
+                                   {"reason": ended.get("end_reason")})
                 log.warning("call record: %s", json.dumps(ended, sort_keys=True, default=str))
                 if desks.records is not None:
                     await desks.records.ended(ended)

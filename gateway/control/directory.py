@@ -342,6 +342,8 @@ class CallDirectory:
         call = self._live_call(worker_id, msg.call_id)
         if call is None:
             return
+        if msg.kind == "levels":  # a meter's samples (4/s while watched), not call activity
+            return
         call.events[msg.kind] = call.events.get(msg.kind, 0) + 1
         state = msg.data.get("state") if msg.kind == "state" else None
         if isinstance(state, str) and state:

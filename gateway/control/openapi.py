@@ -38,11 +38,20 @@ def _action(summary: str, body: dict[str, Any] | None, required: list[str]) -> d
     return {"post": op}
 
 
+_LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False,
+                  "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                  "description": "The `id:` of the last event a reconnecting client got: "
+                                 "only kept events after it are replayed."}
+
+
 def _sse(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": parameters, "responses": {
-        "200": {"description": "Server-Sent Events: `snapshot`, then `offered`, `started`, "
-                               "`state`, `tool`, `handoff`, `guardrail`, `dtmf`, `barge_in`, "
-                               "`transfer`, `transcript`, `lost`, `ended`",
+    return {"get": {"summary": summary, "parameters": [*parameters, _LAST_EVENT_ID],
+                    "responses": {
+        "200": {"description": "Server-Sent Events: `snapshot`, then the live calls' kept "
+                               "history (data marked `replay: true`), then `offered`, "
+                               "`started`, `state`, `tool`, `handoff`, `guardrail`, `dtmf`, "
+                               "`barge_in`, `transfer`, `transcript`, `levels`, `lost`, "
+                               "`ended`; each event's feed seq as `id:`",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
         **_errors(401, 404, 503)}}}
 

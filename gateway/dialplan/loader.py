@@ -40,6 +40,7 @@ from gateway.dialplan.capabilities import (
 )
 from gateway.dialplan.conditions import MatchParser
 from gateway.dialplan.pyimport import PATH_RE, Describe, default_describer, use_search_path
+from gateway.dialplan.recording import parse_recording
 from gateway.dialplan.schema import (
     DEFAULT_VOICE,
     VOICES,
@@ -515,10 +516,12 @@ class _Builder:
                 action = replace(action, relay=relay)
             else:
                 r.error("relay", "applies to agent routes only (agent or sdk_agent)")
+        recording = parse_recording(r, agent_route=isinstance(action, AgentAction),
+                                    relayed=relay is not None)
         r.finish()
         route = Route(name=name, match=match, action=action,
                       variables=MappingProxyType(variables), fallback=fallback,
-                      source=at.source, line=at.line)
+                      source=at.source, line=at.line, recording=recording)
         return _PendingRoute(route, name_at, agent_at)
 
     def _sdk_route(self, r: Reader, at: Where) -> AgentAction:

@@ -284,6 +284,20 @@ class ReferAction:
 
 Action = AgentAction | RejectAction | ReferAction
 
+#: File formats a route's recording may be written in.
+RecordingFormat = Literal["wav"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Record the call in stereo (caller left, agent right) at the bridge's 8 kHz.
+
+    ``consent`` is said by the agent first, before its greeting, and is in the recording.
+    """
+
+    format: RecordingFormat = "wav"
+    consent: str | None = None
+
 
 @dataclass(frozen=True)
 class Route:
@@ -300,6 +314,8 @@ class Route:
     fallback: str | None = None
     source: str = ""
     line: int | None = None
+    #: Stereo recording of the call (agent routes only), or ``None``.
+    recording: Recording | None = None
 
     @property
     def where(self) -> str:

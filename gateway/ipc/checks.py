@@ -179,6 +179,25 @@ def text_map(max_entries: int, max_key_chars: int, max_value_chars: int) -> Chec
     return check
 
 
+def text_list(max_items: int, item: Check) -> Check:
+    """An array of strings each passing ``item``, kept as a ``tuple``."""
+
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise Invalid("must be an array")
+        if len(value) > max_items:
+            raise Invalid(f"must have at most {max_items} items")
+        result: list[str] = []
+        for index, entry in enumerate(value):
+            try:
+                result.append(item(entry))
+            except Invalid as exc:
+                raise Invalid(exc.reason, f"[{index}]") from None
+        return tuple(result)
+
+    return check
+
+
 def _plain(value: Any, path: str, depth: int, max_depth: int) -> Any:
     """``value`` as plain JSON data (dict, list, str, int, float, bool, None)."""
     if value is None or isinstance(value, str | bool):

@@ -3,7 +3,8 @@
 The handshake answer (:class:`Welcome`), dialplan pushes (:class:`Reload`), commands on one
 call (:class:`Hangup`, :class:`Transfer`, :class:`Say`, each answered by a
 :class:`~gateway.ipc.from_worker.CommandResult`), worker lifecycle (:class:`Drain`,
-:class:`Shutdown`) and tool outcomes (:class:`ToolResult`). Each field carries its wire check
+:class:`Shutdown`), tool outcomes (:class:`ToolResult`) and which calls' audio levels someone
+watches (:class:`WatchLevels`). Each field carries its wire check
 in its metadata; the codec, the rules between fields and the union are in
 :mod:`gateway.ipc.messages`, which re-exports everything here. Pure: no I/O.
 """
@@ -17,7 +18,7 @@ from typing import ClassVar
 from gateway.ipc import checks as c
 
 __all__ = ["Drain", "Hangup", "Originate", "Reload", "Say", "Shutdown", "ToolResult",
-           "Transfer", "Welcome"]
+           "Transfer", "WatchLevels", "Welcome"]
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
@@ -126,3 +127,17 @@ class ToolResult:
     reason: str | None = field(default=None, metadata=c.maybe(c.text(4096)))
     error: str | None = field(default=None, metadata=c.maybe(c.text(2048)))
     error_type: str | None = field(default=None, metadata=c.maybe(c.text(128)))
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLevels:
+    """Which calls' audio levels the monitor watches: all (``all_calls``) or ``call_ids``.
+
+    Sent to every worker whenever event streams start or stop; a worker samples the levels
+    of its watched calls and reports them as ``levels`` call events, and none when neither
+    is set. Ids of other workers' calls are ignored.
+    """
+
+    type: ClassVar[str] = "watch_levels"
+    all_calls: bool = field(metadata=c.meta(c.flag))
+    call_ids: tuple[str, ...] = field(default=(), metadata=c.meta(c.text_list(256, c.ID)))

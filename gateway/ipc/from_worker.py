@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 CallEventKind: TypeAlias = Literal[
-    "state", "transcript", "tool", "handoff", "guardrail", "dtmf", "barge_in", "transfer"
+    "state", "transcript", "tool", "handoff", "guardrail", "dtmf", "barge_in", "transfer",
+    "levels",
 ]
 ToolOp: TypeAlias = Literal["python", "sdk_tool", "guardrail", "sdk_guardrail"]
 #: SIP codec names (RFC 3551 encoding names) a call's media can use.

@@ -10,7 +10,7 @@ bad message is refused by the sender as well as the receiver. Every problem rais
 :class:`IpcError` naming the message type and field, never the value. The protocol is
 versioned by :data:`PROTOCOL_VERSION`: any change to a message or field bumps it, and the
 control process accepts only its own version in :class:`Hello` (see :func:`negotiate`).
-``docs/ipc.md`` is the reference; ``tests/fixtures/ipc/v1.jsonl`` pins the wire format. Pure:
+``docs/ipc.md`` is the reference; ``tests/fixtures/ipc/v4.jsonl`` pins the wire format. Pure:
 no I/O.
 """
 
@@ -33,6 +33,7 @@ from gateway.ipc.from_control import (
     Shutdown as Shutdown,
     ToolResult as ToolResult,
     Transfer as Transfer,
+    WatchLevels as WatchLevels,
     Welcome as Welcome,
 )
 from gateway.ipc.from_worker import (
@@ -58,12 +59,12 @@ __all__ = [
     "WORKER_MESSAGES", "CallEnded", "CallEvent", "CallEventKind", "CallOffered", "CallStarted",
     "Codec", "CommandResult", "ControlMessage", "Drain", "Hangup", "Hello", "IpcError", "Load",
     "Message", "Originate", "RelayOffered", "Reload", "Say", "Shutdown", "ToolOp", "ToolRequest",
-    "ToolResult", "Transfer", "Welcome", "WorkerMessage", "decode", "decode_from_control",
-    "decode_from_worker", "encode", "negotiate",
+    "ToolResult", "Transfer", "WatchLevels", "Welcome", "WorkerMessage", "decode",
+    "decode_from_control", "decode_from_worker", "encode", "negotiate",
 ]
 
 #: Version of this protocol; both ends must speak the same one.
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 
 
 class IpcError(GatewayError):
@@ -92,6 +93,7 @@ WorkerMessage: TypeAlias = (
 )
 ControlMessage: TypeAlias = (
     Welcome | Reload | Hangup | Transfer | Say | Originate | Drain | Shutdown | ToolResult
+    | WatchLevels
 )
 Message: TypeAlias = WorkerMessage | ControlMessage
 WORKER_MESSAGES: Final[tuple[type[WorkerMessage], ...]] = typing.get_args(WorkerMessage)

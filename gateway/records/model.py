@@ -46,7 +46,8 @@ STATES: Final[tuple[State, ...]] = ("live", "ended", "unknown")
 
 #: What the agent did, kept at the top of the document (from the side that ran the agent).
 ACTIVITY_KEYS: Final = ("tool_calls", "handoffs", "guardrail_events", "responses",
-                        "dtmf_digits", "model", "usage", "cost_usd", "transcript")
+                        "dtmf_digits", "model", "usage", "cost_usd", "transcript",
+                        "turn_latency_ms", "first_audio_at", "realtime_errors")
 #: The end reason of a call still live when the control process stopped.
 UNKNOWN_REASON: Final = "unknown: the control process stopped before the call ended"
 #: Keys never stored, at any depth: credentials (a relay token is one).
@@ -166,7 +167,9 @@ def ended_call(call: Mapping[str, Any], *, transcripts: bool = True) -> CallRow:
         route=_text(call.get("route") or record.get("route")),
         agent=_text(call.get("agent") or record.get("agent")),
         from_user=_text(call.get("from_user")), to_user=_text(call.get("to_user")),
-        sip_call_id=_text(call.get("sip_call_id") or record.get("sip_call_id")),
+        # The worker's record has the Call-ID of a call it placed; its offer said "-".
+        sip_call_id=_text(call.get("sip_call_id") if call.get("sip_call_id") not in (None, "-")
+                          else record.get("sip_call_id")),
         end_reason=_text(call.get("end_reason") or record.get("end_reason")),
         outcome=_text(call.get("outcome")), sip_status=_int(record.get("sip_status")),
         worker_id=_text(call.get("worker_id")))

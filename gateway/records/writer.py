@@ -16,7 +16,8 @@ When the database is unreachable (at start or later) the writer keeps its batch 
 queue and retries with a capped exponential backoff, logging once when the outage starts and
 once when it ends. A batch the database refuses for another reason is retried row by row, so
 one bad row (logged with its call id, then dropped) cannot hold the others back. Records
-older than ``retention_days`` are pruned once the store is open and then every hour.
+older than ``retention_days`` are pruned once the store is open and then every hour, and with
+them the call recordings in ``calls.recordings_dir`` (by file age).
 :meth:`RecordWriter.close` flushes the queue for up to its timeout, then cancels the task,
 closes the store and logs how many rows were not written, if any.
 """
@@ -29,7 +30,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from gateway.config import Settings
+from gateway.calls.recording import prune_recordings
+from gateway.config import Settings, recordings_dir
 from gateway.realtime.retry import capped_backoff
 from gateway.records import model
 from gateway.records.model import CallRow, Direction, Kind
@@ -60,12 +62,15 @@ class RecordWriter:
         retry_initial_s: First wait after a failure; doubles on each failure in a row.
         retry_max_s: Longest wait between two attempts.
         prune_every_s: Time between two prunes.
+        recordings_dir: Where the calls' recordings are (``calls.recordings_dir``): those
+            older than ``retention_days`` are deleted with the records.
     """
 
     def __init__(self, store: RecordStore, *, transcripts: bool = True,
                  retention_days: float = 0.0, queue_size: int = QUEUE_SIZE,
                  batch_size: int = BATCH_SIZE, retry_initial_s: float = 0.5,
-                 retry_max_s: float = 30.0, prune_every_s: float = PRUNE_EVERY_S) -> None:
+                 retry_max_s: float = 30.0, prune_every_s: float = PRUNE_EVERY_S,
+                 recordings_dir: str | None = None) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
         if not 0 < retry_initial_s <= retry_max_s or prune_every_s <= 0:
@@ -77,6 +82,7 @@ class RecordWriter:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.prune_every_s = prune_every_s
+        self.recordings_dir = recordings_dir
         #: Rows written, and rows given up on (the database refused them).
         self.written = 0
         self.dropped = 0
@@ -96,7 +102,8 @@ class RecordWriter:
         """The writer ``settings.records`` describes (its store from ``records.database``)."""
         records = settings.records
         return cls(open_store(settings, instance=instance), transcripts=records.transcripts,
-                   retention_days=records.retention_days)
+                   retention_days=records.retention_days,
+                   recordings_dir=recordings_dir(settings))
 
     @property
     def queued(self) -> int:
@@ -267,6 +274,17 @@ class RecordWriter:
             return
         if pruned:
             log.info("call records: pruned %d older than %g days", pruned,
+                     self.retention_s / _DAY_S)
+        if self.recordings_dir is None:
+            return
+        try:
+            files = await asyncio.to_thread(prune_recordings, self.recordings_dir,
+                                            self.retention_s)
+        except OSError as exc:
+            log.warning("call recordings: pruning %s failed: %s", self.recordings_dir, exc)
+            return
+        if files:
+            log.info("call recordings: deleted %d older than %g days", files,
                      self.retention_s / _DAY_S)
 
     async def _failed(self, exc: RecordStoreError, what: str) -> None:

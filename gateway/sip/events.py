@@ -9,6 +9,7 @@ thread. Call states use RFC 3261 / pjsip INVITE session names (``EARLY``, ``CONF
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +61,8 @@ class CallState:
     status: int
     reason: str
     at: float = field(default_factory=_now)
+    #: The dialog's SIP Call-ID (a call the gateway places learns its own here).
+    sip_call_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class LegEnded:
     reason: str
     at: float = field(default_factory=_now)
     cause: str | None = None
+    #: The audio stream's packets, loss and jitter (``gateway.sip.legs.rtp_quality``).
+    rtp: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.liveness import RtpWatch
 from gateway.sip.native import NativeChannel, NativePort
+from gateway.sip.recorder import LegRecording
 
 if TYPE_CHECKING:
     from gateway.sip.relay import RelayLeg
@@ -111,12 +112,16 @@ class Leg(pj.Call):  # type: ignore[misc]
         #: Whether RTP from the peer is expected now (active sendrecv audio, not on hold).
         self.expect_rtp = False
         self.rtp_watch: RtpWatch | None = None
+        #: The audio stream's RTP/RTCP counters at their last reading (:func:`rtp_quality`).
+        self.rtp_quality: dict[str, float] | None = None
         #: The relay leg to OpenAI's SIP endpoint, for a relayed call (:mod:`.relay`).
         self.relay: RelayLeg | None = None
         #: This leg's audio in the bridge while it is relayed.
         self.relay_audio: Any = None
         #: DISCONNECTED was reported.
         self.gone = False
+        #: The call's recording (a ``recording:`` route), started once media is up.
+        self.recording: LegRecording | None = None
 
     def onCallState(self, prm: Any) -> None:
         """INVITE session state changed."""
@@ -133,7 +138,7 @@ class Leg(pj.Call):  # type: ignore[misc]
             return
         if self.ua.is_current(self):
             self.ua.emit(CallState(self.session_leg, state, info.lastStatusCode,
-                                    info.lastReason))
+                                    info.lastReason, sip_call_id=info.callIdString))
 
     def onCallMediaState(self, prm: Any) -> None:
         """Media changed (answer, re-INVITE, hold, resume): (re)connect the port."""
@@ -166,16 +171,39 @@ class Leg(pj.Call):  # type: ignore[misc]
                     self.port.createPort(f"leg{self.leg_id}", fmt)
                 audio.startTransmit(self.port)
                 self.port.startTransmit(audio)
+            if self.recording is not None and self.relay is None:
+                self.recording.attach(audio.getPortId(), self.agent_slot())
             codec = self.getStreamInfo(index).codecName.upper()
             if self.ua.is_current(self):
                 self.ua.emit(MediaActive(self.session_leg, "PCMA" if codec == "PCMA" else "PCMU"))
             return
 
+    def agent_slot(self) -> int:
+        """The bridge slot of the port that plays the agent to the caller (media up)."""
+        if self.native_port is not None:
+            return self.native_port.slot
+        assert self.port is not None
+        return int(self.port.getPortId())
+
     def rx_packets(self) -> int | None:
-        """RTP packets received on the audio stream so far (``None`` without one)."""
+        """RTP packets received on the audio stream so far (``None`` without one).
+
+        Also keeps the stream's quality (:attr:`rtp_quality`) from the same reading.
+        """
         if self.media_index is None:
             return None
-        return int(self.getStreamStat(self.media_index).rtcp.rxStat.pkt)
+        rtcp = self.getStreamStat(self.media_index).rtcp
+        self.rtp_quality = rtp_quality(rtcp)
+        return int(rtcp.rxStat.pkt)
+
+    def read_rtp_quality(self) -> None:
+        """Refresh :attr:`rtp_quality` (a last reading as the call ends; never raises)."""
+        if self.media_index is None:
+            return
+        try:
+            self.rtp_quality = rtp_quality(self.getStreamStat(self.media_index).rtcp)
+        except Exception:  # pjsua2.Error: the stream is already gone; keep the last one
+            pass
 
     def onCallTransferRequest(self, prm: Any) -> None:
         """The caller sent REFER: refused unless the policy allows the target."""
@@ -208,6 +236,8 @@ class Leg(pj.Call):  # type: ignore[misc]
 
     def destroy_port(self) -> None:
         """Destroy the C++ port while the Python object is whole (pjsua2-notes §4.1)."""
+        if self.recording is not None:  # first: its files close before the leg is reported
+            self.recording.stop()
         port, self.port = self.port, None
         if port is not None:
             pj.AudioMediaPort.__swig_destroy__(port)
@@ -280,3 +310,20 @@ def send_dtmf(leg: Any, digit: str) -> None:
     prm.digits = digit
     prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
     leg.sendDtmf(prm)
+
+
+def rtp_quality(rtcp: Any) -> dict[str, float]:
+    """A call record's ``rtp``: packets, loss and jitter of a pjsua2 ``RtcpStat``.
+
+    ``rx_*``: what the gateway received from the far end. ``tx_packets``: what it sent;
+    ``tx_lost``, ``tx_jitter_ms_mean`` and ``rtt_ms_mean``: what the far end's RTCP reports
+    said of them (zeros from a peer that sends no RTCP). Jitter and round trip in ms.
+    """
+    rx, tx = rtcp.rxStat, rtcp.txStat
+    return {"rx_packets": int(rx.pkt), "rx_lost": int(rx.loss), "rx_discarded": int(rx.discard),
+            "rx_jitter_ms_mean": round(rx.jitterUsec.mean / 1000, 2),
+            "rx_jitter_ms_max": round(rx.jitterUsec.max / 1000, 2),
+            "tx_packets": int(tx.pkt), "tx_lost": int(tx.loss),
+            "tx_jitter_ms_mean": round(tx.jitterUsec.mean / 1000, 2),
+            "rtt_ms_mean": round(rtcp.rttUsec.mean / 1000, 2)}
+

@@ -46,9 +46,11 @@ from gateway.sip.events import (
 )
 from gateway.sip.fallback import RequestGuards
 from gateway.sip.legs import Leg, LogWriter, UaAccount, UaEndpoint, UaStats
+from gateway.sip.levels import LevelSample, LevelWatch, leg_levels
 from gateway.sip.liveness import RtpWatch
 from gateway.sip.native import NativeChannel, NativeMedia, load as load_native_media
 from gateway.sip.offer import Refusal, content_length_refusal, offer_refusal
+from gateway.sip.recorder import LegRecording
 from gateway.sip.reject import DEFAULT_RETRY_AFTER_S, rejection_response
 from gateway.sip.relay import RelayConfig, Relays
 
@@ -82,10 +84,13 @@ class FrontTrust:
     Attributes:
         addresses: Source IPs of the front's requests (the worker trusts only these).
         header: The header in which the front passes the caller's real source.
+        proxy: The front's URI (``sip:host:port;lr``): calls the worker places leave
+            through it (the trunk account's outbound proxy), so the far end sees the front.
     """
 
     addresses: frozenset[str]
     header: str = "X-Gateway-Source"
+    proxy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class SipUserAgent:
         self._start_error: BaseException | None = None
         self._stopping = threading.Event()
         self._legs: dict[int, Leg] = {}
+        self._levels = LevelWatch()  # the monitor's meters (gateway/sip/levels.py)
+        self._on_levels: Callable[[list[LevelSample]], None] | None = None
         #: Session leg id -> the leg that carries that call now (differs after a caller
         #: REFER the policy allowed).
         self._current: dict[int, int] = {}
@@ -283,6 +290,34 @@ class SipUserAgent:
             leg.sendDtmf(prm)
         self._submit(lambda: self._with_leg(leg_id, go))
 
+    def record(self, leg_id: int, caller_path: str, agent_path: str) -> None:
+        """Record the leg's two sides into mono WAV files once its media is up (recorder)."""
+        def go(leg: Leg) -> None:
+            leg.recording = LegRecording(caller_path, agent_path)
+            if leg.media_index is not None and leg.relay is None:  # media already up
+                audio = leg.getAudioMedia(leg.media_index)
+                leg.recording.attach(audio.getPortId(), leg.agent_slot())
+        self._submit(lambda: self._with_leg(leg_id, go))
+
+    def watch_levels(self, all_calls: bool, leg_ids: tuple[int, ...],
+                     on_levels: Callable[[list[LevelSample]], None]) -> None:
+        """Sample these legs' (every leg's: ``all_calls``) levels ~4 Hz for ``on_levels``."""
+        def go() -> None:
+            self._on_levels = on_levels
+            self._levels.watch(all_calls, leg_ids)
+        self._submit(go)
+
+    def _sample_levels(self) -> None:
+        if not self._levels.active:
+            return
+        legs = ((leg.session_leg, leg) for leg in self._legs.values() if self.is_current(leg))
+        samples = self._levels.sample(time.monotonic(), legs, leg_levels)
+        if samples and self._loop is not None and self._on_levels is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._on_levels, samples)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
     def _submit(self, command: Callable[[], None]) -> None:
         try:
             self._commands.put_nowait(command)
@@ -319,6 +354,7 @@ class SipUserAgent:
                 self._run_commands()
                 self._expire_unanswered()
                 self._check_media()
+                self._sample_levels()
         finally:
             self._shutdown(ep)
 
@@ -369,7 +405,10 @@ class SipUserAgent:
         ep.libStart()
         assert first is not None
         trunk = UaAccount(self, "trunk")
-        trunk.create(self.account_config(f"sip:gateway@{first.host}:{first.port}"), True)
+        trunk_config = self.account_config(f"sip:gateway@{first.host}:{first.port}")
+        if self.front is not None and self.front.proxy is not None:
+            trunk_config.sipConfig.proxies.append(self.front.proxy)
+        trunk.create(trunk_config, True)
         self._accounts.append(trunk)
         if self.relays is not None:
             try:
@@ -704,6 +743,7 @@ class SipUserAgent:
         elif leg.confirmed and status == 408 and reason.startswith("No session refresh"):
             # pjsip's RFC 4028 timer ended a session the peer stopped refreshing.
             leg.cause = leg.cause or "SIP session timer expired (no refresh, RFC 4028)"
+        leg.read_rtp_quality()
         leg.destroy_port()
         leg.gone = True
         if self.relays is not None:
@@ -724,7 +764,7 @@ class SipUserAgent:
             return
         self._current.pop(session, None)
         leg.channel.closed = True
-        self.emit(LegEnded(session, status, reason, cause=leg.cause))
+        self.emit(LegEnded(session, status, reason, cause=leg.cause, rtp=leg.rtp_quality))
 
     def _shutdown(self, ep: Any) -> None:
         try:

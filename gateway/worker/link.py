@@ -32,12 +32,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, assert_never
 
 from gateway.calls.manager import CallManager
-from gateway.calls.session import CallRecord
+from gateway.calls.record import CallRecord
 from gateway.dialplan.router import RouteDecision, first_values
 from gateway.errors import CallRejected, GatewayError
 from gateway.ipc import messages as m
 from gateway.ipc.channel import ChannelClosed, WorkerChannel
 from gateway.sip.events import IncomingCall
+from gateway.sip.levels import LevelSample
 from gateway.sip.message import uri_user
 from gateway.sip.ua import SipUserAgent
 from gateway.worker.plan import PushedPlan
@@ -236,6 +237,8 @@ class WorkerLink:
             self._start_command(msg)
         elif isinstance(msg, m.Originate):
             await self._originate(msg)
+        elif isinstance(msg, m.WatchLevels):
+            self._watch_levels(msg)
         elif isinstance(msg, m.Welcome):
             log.info("control process accepted worker %s (protocol %d)", self.worker_id,
                      msg.protocol)
@@ -317,6 +320,19 @@ class WorkerLink:
             self._ua.drain()
         self._send_load()
         self._on_drain(deadline_s)
+
+    def _watch_levels(self, msg: m.WatchLevels) -> None:
+        if self._ua is None:
+            return
+        legs = tuple(leg for leg in map(self._leg_id, msg.call_ids) if leg is not None)
+        with contextlib.suppress(GatewayError):  # the SIP thread is not keeping up: next time
+            self._ua.watch_levels(msg.all_calls, legs, self._levels)
+
+    def _levels(self, samples: list[LevelSample]) -> None:
+        """One tick of watched calls' levels (loop thread), each a droppable call event."""
+        for sample in samples:
+            self.call_event(sample.leg_id, "levels",
+                            {"caller": sample.caller, "agent": sample.agent})
 
     def _leg_id(self, call_id: str) -> int | None:
         prefix = f"{self.worker_id}:"

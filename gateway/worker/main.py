@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Realtime URL is the control process's embedded simulator")
     parser.add_argument("--front-address", action="append", default=[],
                         help="source address of the SIP front (repeatable); none: no front")
+    parser.add_argument("--front-proxy", default=None, metavar="URI",
+                        help="the front's SIP URI (sip:host:port;lr): calls this worker "
+                        "places leave through it")
     parser.add_argument("--own-transports", action="store_true",
                         help="no front: bind the configured sip.transports (not --sip-port)")
 
@@ -88,7 +91,8 @@ async def run_worker(settings: Settings, args: argparse.Namespace,
         manager_ref.append(manager)
         await link.start(ua, manager)
 
-    front = (FrontTrust(frozenset(args.front_address)) if args.front_address else None)
+    front = (FrontTrust(frozenset(args.front_address), proxy=args.front_proxy)
+             if args.front_address else None)
     try:
         await run_gateway(worker_settings(settings, args), env=env or dict(os.environ),
                           stop=stop, front=front, started=started, plans=plans,

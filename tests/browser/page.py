@@ -168,6 +168,13 @@ class MonitorPage:
         return int(self._js(
             "return document.querySelectorAll('#transcript .text *').length;"))
 
+    def levels(self) -> dict[str, float]:
+        """The audio meters' values (0..1) and whether each is shown as unavailable (1.0)."""
+        return cast(dict[str, float], self._js(
+            "const m = id => document.getElementById(id);"
+            "return {caller: m('level-caller').value, agent: m('level-agent').value,"
+            "unavailable: m('level-agent').classList.contains('unavailable') ? 1 : 0};"))
+
     def handoffs(self) -> list[str]:
         """The handoff history as ``from → to``."""
         return cast(list[str], self._js(

@@ -5,7 +5,8 @@ two-desk plan of :mod:`tests.browser.scene`, the simulator in the test process, 
 caller (``uac_expect_bye``: it succeeds only if the gateway sends it a BYE), and Debian's
 Chromium, headless, driven by Selenium. The operator opens ``/monitor``, types a wrong token
 (refused, not kept), then the right one; sees the call come in, its transcript with speakers,
-the agent change on the handoff, the handoff history and the tool cards; clicks "End call"
+the agent meter move while the agent speaks, the agent change on the handoff, the handoff
+history and the tool cards; clicks "End call"
 and confirms; the caller gets its BYE and the page moves the call to the recent calls with
 its outcome and end reason.
 """
@@ -17,6 +18,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 
 from gateway.sim.scenario import parse_scenarios
@@ -29,6 +31,27 @@ from tests.support.sipp import start_sipp
 pytestmark = [pytest.mark.browser, pytest.mark.sip, pytest.mark.timeout(120),
               pytest.mark.skipif(chromium_missing() is not None,
                                  reason=chromium_missing() or "")]
+
+
+def _moving(levels: dict[str, float]) -> dict[str, float] | None:
+    return levels if levels["agent"] > 0 else None
+
+
+def _open_late(driver: webdriver.Chrome, url: str, call_id: str) -> tuple[
+        list[tuple[str, str]], list[str], list[tuple[str, str, str]], str]:
+    """In a new tab: open the monitor, show ``call_id``, read it; back to the first tab."""
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    try:
+        late = MonitorPage(driver, url)
+        late.open(API_TOKEN)
+        late.select(call_id)
+        wait_for(lambda: late.handoffs() and late.tool_cards() and late.agent() == "quotes",
+                 10, "the replayed handoff and tool cards")
+        return late.transcript(), late.handoffs(), late.tool_cards(), late.agent()
+    finally:
+        driver.close()
+        driver.switch_to.window(first)
 
 
 async def test_the_operator_watches_a_call_hand_off_and_ends_it(tmp_path: Path) -> None:
@@ -50,6 +73,9 @@ async def test_the_operator_watches_a_call_hand_off_and_ends_it(tmp_path: Path) 
                 call_id = (await asyncio.to_thread(
                     wait_for, page.live_calls, 20, "the call in the live list"))[0]
                 await asyncio.to_thread(page.select, call_id)
+                # The agent's greeting moves the agent meter (levels sampled while watched).
+                agent_level = await asyncio.to_thread(
+                    wait_for, lambda: _moving(page.levels()), 15, "the agent meter")
                 # Before the handoff: the front desk, and its greeting under its name.
                 await asyncio.to_thread(wait_for, lambda: (
                     page.agent() == "frontdesk"
@@ -63,6 +89,9 @@ async def test_the_operator_watches_a_call_hand_off_and_ends_it(tmp_path: Path) 
                 transcript = await asyncio.to_thread(page.transcript)
                 handoffs = await asyncio.to_thread(page.handoffs)
                 cards = await asyncio.to_thread(page.tool_cards)
+                # A second operator opens the page only now, mid-call: the replayed history
+                # shows what the first one saw, once.
+                late = await asyncio.to_thread(_open_late, driver, gw.control_url, call_id)
                 markup = await asyncio.to_thread(page.markup_in_transcript)
                 timer = await asyncio.to_thread(page.text, "d-timer")
                 await asyncio.to_thread(page.end_call)
@@ -95,6 +124,8 @@ async def test_the_operator_watches_a_call_hand_off_and_ends_it(tmp_path: Path) 
         ("quotes", scene.READING),
         ("quotes", scene.quote_line()),
     ]
+    assert late == (transcript, handoffs, cards, "quotes")
+    assert 0 < agent_level["agent"] <= 1 and agent_level["unavailable"] == 0
     assert markup == 0  # the caller's "<b>" is shown as text
     assert handoffs == ["frontdesk → quotes"]
     assert cards == [("handoff", "transfer_to_quotes", "ok"), ("quote", "extract_quote", "ok")]

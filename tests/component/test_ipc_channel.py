@@ -284,7 +284,7 @@ GARBAGE = [
     ("not an object", _frame(b"[1]"),
      "protocol error from peer: frame is a JSON array, not an object"),
     ("unknown type", _frame(b'{"type":"dial"}'),
-     "protocol error from peer: IPC message: unknown message type 'dial' (protocol version 3)"),
+     "protocol error from peer: IPC message: unknown message type 'dial' (protocol version 4)"),
     ("missing field", _frame(b'{"type":"hello"}'),
      "protocol error from peer: IPC message 'hello': field 'worker_id' is missing"),
     ("wrong direction", _frame(json.dumps(encode(Welcome(1, "ab"))).encode()),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from gateway.calls.manager import CallManager
 from gateway.ipc import messages as m
 from gateway.ipc.channel import ControlChannel
 from gateway.ipc.unix import connect_unix, serve_unix
+from gateway.sip.levels import LevelSample
 from gateway.sip.ua import SipUserAgent
 from gateway.worker.link import WorkerLink
 from tests.conftest import scaled
@@ -50,8 +51,18 @@ class FakeUa:
     active_calls: int = 1
     draining: bool = False
 
+    watched: list[tuple[bool, tuple[int, ...]]] = field(default_factory=list)
+    on_levels: Callable[[list[LevelSample]], None] | None = None
+    watch_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
     def drain(self) -> None:
         self.draining = True
+
+    def watch_levels(self, all_calls: bool, leg_ids: tuple[int, ...],
+                     on_levels: Callable[[list[LevelSample]], None]) -> None:
+        self.watched.append((all_calls, leg_ids))
+        self.on_levels = on_levels
+        self.watch_changed.set()
 
 
 @dataclass
@@ -86,7 +97,7 @@ def socket_path() -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def linked(socket_path: Path, manager: FakeManager
+async def linked(socket_path: Path, manager: FakeManager, ua: FakeUa | None = None
                  ) -> AsyncIterator[tuple[ControlChannel, asyncio.Queue[m.WorkerMessage]]]:
     channels: asyncio.Queue[ControlChannel] = asyncio.Queue()
     received: asyncio.Queue[m.WorkerMessage] = asyncio.Queue()
@@ -99,7 +110,7 @@ async def linked(socket_path: Path, manager: FakeManager
     async with await serve_unix(socket_path, handler, name="ctl"):
         channel = await connect_unix(socket_path, name="w1")
         link = WorkerLink("w1", channel, on_drain=lambda _s: None, on_shutdown=lambda: None)
-        await link.start(cast(SipUserAgent, FakeUa()), cast(CallManager, manager))
+        await link.start(cast(SipUserAgent, ua or FakeUa()), cast(CallManager, manager))
         control = await asyncio.wait_for(channels.get(), scaled(5))
         try:
             yield control, received
@@ -143,3 +154,21 @@ async def test_a_refused_transfer_reports_the_far_end_status(socket_path: Path) 
         await control.send(m.Transfer(9, "w1:7", "sip:sales@pbx.example.com"))
         result = await _result(received, 9)
     assert (result.ok, result.error) == (False, "transfer failed: 486 Busy Here")
+
+
+async def test_watched_calls_are_sampled_and_their_levels_reported(socket_path: Path) -> None:
+    ua = FakeUa()
+    async with linked(socket_path, FakeManager(), ua) as (control, received):
+        await control.send(m.WatchLevels(all_calls=False, call_ids=("w1:7", "w2:3", "w1:x")))
+        await control.send(m.WatchLevels(all_calls=True))
+        async with asyncio.timeout(scaled(5)):
+            while len(ua.watched) < 2:
+                ua.watch_changed.clear()
+                await ua.watch_changed.wait()
+        assert ua.on_levels is not None
+        ua.on_levels([LevelSample(7, 0.2, 0.5)])  # one tick of the SIP thread's sampler
+        async with asyncio.timeout(scaled(5)):
+            while not isinstance(msg := await received.get(), m.CallEvent):
+                pass
+    assert ua.watched == [(False, (7,)), (True, ())]  # other workers' calls ignored
+    assert (msg.call_id, msg.kind, msg.data) == ("w1:7", "levels", {"caller": 0.2, "agent": 0.5})

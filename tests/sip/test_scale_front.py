@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,17 @@ import pytest
 
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimOptions, SimulatorServer
-from tests.sip.gateway import Gateway, control_get as _get, run_gateway, wait_until as _wait
+from tests.sip.gateway import (
+    Gateway,
+    control_get as _get,
+    control_post,
+    run_gateway,
+    wait_until as _wait,
+)
 from tests.sip.test_capacity import GREETING_AGENT
 from tests.support.audio import read_wav, rms_dbfs, silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_udp_port_block
+from tests.support.procs import free_udp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 
@@ -385,3 +392,44 @@ async def test_a_tls_caller_reaches_an_agent_through_the_front(tmp_path: Path) -
     # The greeting came back over the front's TLS leg: some 100 ms frames are far from silent.
     frames = [heard[i:i + rate // 5] for i in range(0, len(heard), rate // 5)]
     assert sum(rms_dbfs(f) > -35.0 for f in frames) >= 3, [round(rms_dbfs(f)) for f in frames]
+
+
+async def test_a_call_the_gateway_places_leaves_through_the_front(tmp_path: Path) -> None:
+    """``POST /v1/calls`` behind the front: the callee sees the front (its Via on top and its
+    Record-Route), the whole dialog stays on that path, and the call completes."""
+    sip = {**_front_config(workers=2), "outbound_allow": [r"sip:business@127\.0\.0\.1:\d+"]}
+    audio = write_g711(tmp_path / "business.ulaw",
+                       silence_pcm16(1000) + speech_pcm16("Acme Plumbing, hello.")
+                       + silence_pcm16(20000))
+    port = free_udp_port()
+    async with SimulatorServer(options=SimOptions(tts_engine="tone")) as sim, \
+            run_gateway(tmp_path, sim, GREETING_AGENT, sip=sip) as gw:
+        with start_sipp("uas_answer_speak", None, log_dir=tmp_path / "business",
+                        local_port=port, media_port=free_udp_port_block(4),
+                        keys={"audio_file": str(audio)}, timeout_s=60) as business:
+            status, placed = await asyncio.to_thread(control_post, gw, "/v1/calls", {
+                "to": f"sip:business@127.0.0.1:{port}", "agent": "greeter",
+                "max_duration_s": 4})
+            assert status == 201, placed
+            result = await asyncio.to_thread(business.result, 45.0)
+        call = await asyncio.to_thread(
+            _wait, lambda: _ended(gw, placed["call_id"]), 20.0, "the call's end")
+    assert result.ok, result.describe()  # answered, then the gateway's BYE reached SIPp
+    (invite,) = result.received(method="INVITE")
+    front = f"127.0.0.1:{gw.port}"
+    assert front in (invite.header("Via") or ""), invite.text
+    assert front in (invite.header("Record-Route") or ""), invite.text
+    (bye,) = result.received(method="BYE")
+    assert front in (bye.header("Via") or ""), bye.text
+    assert call["record"]["direction"] == "outbound" and call["record"]["answered"], call
+    assert call["record"]["sip_call_id"] == invite.call_id
+    rtp = call["record"]["rtp"]  # SIPp played its audio file: the gateway received it
+    assert rtp["rx_packets"] > 50 and rtp["rx_lost"] == 0, rtp
+
+
+def _ended(gw: Gateway, call_id: str) -> dict[str, Any] | None:
+    try:
+        body: dict[str, Any] = _get(gw, f"/v1/calls/{call_id}")["call"]
+    except urllib.error.HTTPError:
+        return None
+    return body if body.get("live") is False else None

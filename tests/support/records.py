@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.calls.session import CallRecord
+from gateway.calls.record import CallRecord
 from gateway.calls.sideband import SidebandRecord
 from gateway.control.directory import CallDirectory
 from gateway.ipc.messages import PROTOCOL_VERSION, CallEnded, CallOffered, CallStarted, Hello

@@ -34,6 +34,7 @@ from gateway.ipc.messages import (
     ToolRequest,
     ToolResult,
     Transfer,
+    WatchLevels,
     Welcome,
     decode,
     decode_from_control,
@@ -44,7 +45,7 @@ from gateway.ipc.messages import (
 
 pytestmark = pytest.mark.unit
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v3.jsonl"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "ipc" / "v4.jsonl"
 
 #: One example of every message (several where a field changes the shape), in fixture order.
 EXAMPLES: list[Message] = [
@@ -77,6 +78,8 @@ EXAMPLES: list[Message] = [
     CallEvent(call_id="w1-17", kind="transfer", time=1767225608.0,
               data={"target": "sip:agent@pbx.example.com", "status": 202}),
     CallEvent(call_id="w1-17", kind="state", time=1767225609.0),
+    CallEvent(call_id="w1-17", kind="levels", time=1767225609.25,
+              data={"caller": 0.125, "agent": 0.5}),
     CallEnded(call_id="w1-17", reason="caller hung up",
               record={"route": "support-line", "agent": "billing", "answered": True,
                       "sip_status": 200, "tool_calls": [{"name": "lookup_order", "ok": True}],
@@ -113,6 +116,8 @@ EXAMPLES: list[Message] = [
     ToolResult(request_id=2, ok=False, output='{"error": "tool refund timed out after 10 s"}',
                error="tool refund timed out after 10 s", error_type="TimeoutError"),
     ToolResult(request_id=5, ok=False, error="guardrail x raised ValueError: bad"),
+    WatchLevels(all_calls=True),
+    WatchLevels(all_calls=False, call_ids=("w1-17", "w1-18")),
 ]
 
 
@@ -123,7 +128,7 @@ def _line(msg: Message) -> str:
 def test_examples_cover_every_message_type() -> None:
     assert {type(m) for m in EXAMPLES} == set(WORKER_MESSAGES) | set(CONTROL_MESSAGES)
     assert not set(WORKER_MESSAGES) & set(CONTROL_MESSAGES)
-    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 18
+    assert len({cls.type for cls in (*WORKER_MESSAGES, *CONTROL_MESSAGES)}) == 19
 
 
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: type(m).__name__)
@@ -183,7 +188,7 @@ def test_negotiate() -> None:
     with pytest.raises(IpcError) as info:
         negotiate(Hello("w", 1, 1, "", 1, "h", 5060), "abc")
     assert str(info.value) == (
-        "IPC message 'hello': field 'protocol' version 1 is not supported (this side speaks 3)")
+        "IPC message 'hello': field 'protocol' version 1 is not supported (this side speaks 4)")
     assert info.value.field == "protocol"
 
 
@@ -210,9 +215,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("no type", {"pid": 1}, "IPC message: field 'type' has no string 'type'"),
     ("type not a string", {"type": 3}, "IPC message: field 'type' has no string 'type'"),
     ("unknown type", {"type": "call_parked"},
-     "IPC message: unknown message type 'call_parked' (protocol version 3)"),
+     "IPC message: unknown message type 'call_parked' (protocol version 4)"),
     ("long unknown type", {"type": "x" * 100},
-     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 3)"),
+     f"IPC message: unknown message type '{'x' * 40}...' (protocol version 4)"),
     ("unknown field", {**HELLO, "zone": "eu"}, "IPC message 'hello': unknown field 'zone'"),
     ("unknown null field", {**HELLO, "zone": None}, "IPC message 'hello': unknown field 'zone'"),
     ("missing", {k: v for k, v in HELLO.items() if k != "pid"},
@@ -251,7 +256,7 @@ BAD: list[tuple[str, Any, str]] = [
      "IPC message 'call_started': field 'codec' must be one of 'PCMU', 'PCMA'"),
     ("event kind", {**EVENT, "kind": "hold"},
      "IPC message 'call_event': field 'kind' must be one of 'state', 'transcript', 'tool', "
-     "'handoff', 'guardrail', 'dtmf', 'barge_in', 'transfer'"),
+     "'handoff', 'guardrail', 'dtmf', 'barge_in', 'transfer', 'levels'"),
     ("data type", {**EVENT, "data": [1]},
      "IPC message 'call_event': field 'data' must be an object"),
     ("data size", {**EVENT, "data": {"text": "x" * 17000}},
@@ -335,7 +340,7 @@ BAD_TO_SEND: list[tuple[str, Message, str]] = [
      "IPC message 'load': field 'capacity' must be an integer"),
     ("enum", CallEvent("c", "hold", 1.0),  # type: ignore[arg-type]
      "IPC message 'call_event': field 'kind' must be one of 'state', 'transcript', 'tool', "
-     "'handoff', 'guardrail', 'dtmf', 'barge_in', 'transfer'"),
+     "'handoff', 'guardrail', 'dtmf', 'barge_in', 'transfer', 'levels'"),
     ("set in data", CallEvent("c", "tool", 1.0, {"tags": {1, 2}}),
      "IPC message 'call_event': field 'data.tags' must hold JSON values only (found set)"),
     ("int key", CallEnded("c", "r", {"legs": {1: "a"}}),

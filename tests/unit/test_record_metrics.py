@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.control.record_metrics import RecordMetrics
+from gateway.control.record_metrics import MAX_ERROR_CODES, RecordMetrics
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -35,3 +35,21 @@ def test_records_feed_the_counters_and_a_relayed_call_counts_once() -> None:
     assert 'gateway_realtime_tokens_total{kind="output_audio"} 300.0' in text
     assert "gateway_realtime_cost_usd_total 0.0231" in text
     assert "gateway_realtime_drops_total 2.0" in text
+
+
+def test_turn_latencies_make_a_histogram_and_errors_count_by_a_bounded_code() -> None:
+    registry = CollectorRegistry()
+    metrics = RecordMetrics(registry)
+    metrics.observe({"leg_id": 1, "turn_latency_ms": [150, 420, "junk", -5],
+                     "realtime_errors": {"invalid_value": 2, "server_error": 1, "bad": "x"}})
+    for n in range(MAX_ERROR_CODES + 3):
+        metrics.observe({"leg_id": 2, "realtime_errors": {f"code_{n}": 1}})
+    text = generate_latest(registry).decode()
+    assert "gateway_turn_latency_seconds_count 2.0" in text
+    assert 'gateway_turn_latency_seconds_bucket{le="0.2"} 1.0' in text
+    assert 'gateway_turn_latency_seconds_bucket{le="0.5"} 2.0' in text
+    assert 'gateway_realtime_errors_total{code="invalid_value"} 2.0' in text
+    assert 'gateway_realtime_errors_total{code="server_error"} 1.0' in text
+    # Two codes came first, so 30 of the 35 new ones get a series; 5 count as "other".
+    assert 'gateway_realtime_errors_total{code="other"} 5.0' in text
+    assert text.count("gateway_realtime_errors_total{") == MAX_ERROR_CODES + 1

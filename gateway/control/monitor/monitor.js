@@ -6,7 +6,9 @@
 // with their record from GET /v1/calls/{id}. Actions are POSTs to /v1/calls/{id}/hangup and
 // /transfer. Every request carries the operator's token, which lives in sessionStorage only
 // (gone with the tab) and never in a URL. The stream is re-opened with backoff when it drops;
-// a refused token stops everything and asks again.
+// a refused token stops everything and asks again. After the snapshot the server replays the
+// live calls' history (the page may open mid-call); a re-opened stream sends the last event id
+// it saw (Last-Event-ID), so the replay brings only what was missed, never a line twice.
 
 import { readEventStream } from "./sse.js";
 import {
@@ -23,6 +25,8 @@ const MAX_RECENT = 50;
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];
 // The server sends ": ping" after 15 s of silence; three missed pings: the stream is dead.
 const STALL_MS = 45000;
+// Levels come ~4 times a second while the page watches; older than this, the meters drop.
+const LEVELS_STALE_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 const calls = new Map(); // call id -> call, live and recent
@@ -31,6 +35,7 @@ let selected = null;
 let token = sessionStorage.getItem(TOKEN_KEY);
 let stream = null; // AbortController of the open event stream
 let retries = 0;
+let lastEventId = null; // the `id:` of the last event received, for Last-Event-ID
 let renderQueued = false;
 
 // The API -----------------------------------------------------------------------------------
@@ -74,9 +79,10 @@ async function connect() {
     controller.abort();
   }, 5000);
   try {
+    const headers = { Authorization: `Bearer ${token}`, Accept: "text/event-stream" };
+    if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
     const resp = await fetch(apiUrl("v1/events"), {
-      headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
-      cache: "no-store", signal: controller.signal,
+      headers, cache: "no-store", signal: controller.signal,
     });
     if (resp.status === 401) {
       const data = await resp.json().catch(() => null);
@@ -85,8 +91,9 @@ async function connect() {
     }
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     setStatus("live", "live");
-    await readEventStream(resp, (name, data) => {
+    await readEventStream(resp, (name, data, id) => {
       retries = 0;
+      if (id !== null && id !== "") lastEventId = id;
       onEvent(name, data);
     }, () => {
       seen = Date.now();
@@ -125,7 +132,8 @@ function newCall(id) {
     id, from: null, to: null, route: null, agent: null, codec: null, state: "offered",
     live: true, startedLocal: null, endedLocal: null, endReason: null, outcome: null,
     transcript: [], handoffs: [], tools: [], events: [],
-    lastHeard: { caller: null, agent: null }, record: null,
+    lastHeard: { caller: null, agent: null }, record: null, kind: null,
+    levels: { caller: 0, agent: 0, at: null },
   };
 }
 
@@ -153,6 +161,7 @@ function applyCallObject(call, obj) {
   call.to = obj.to_user ?? call.to;
   call.route = obj.route ?? call.route;
   call.codec = obj.codec ?? call.codec;
+  call.kind = obj.kind ?? call.kind;
   // The API's agent is the one the call started with; a handoff we saw is newer.
   if (call.handoffs.length === 0 && obj.agent) call.agent = obj.agent;
   call.state = obj.state ?? call.state;
@@ -255,8 +264,20 @@ function onEvent(name, data) {
   }
   const id = data?.call_id;
   if (typeof id !== "string") return;
+  if (name === "levels") {
+    // Ephemeral and frequent: never creates a call, never rebuilds the page.
+    const known = calls.get(id);
+    if (known !== undefined && known.live) {
+      known.levels = { caller: Number(data.caller) || 0, agent: Number(data.agent) || 0,
+                       at: Date.now() };
+      if (id === selected) renderLevels(Date.now());
+    }
+    return;
+  }
   const call = getCall(id);
-  const now = Date.now();
+  // A replayed event happened before this page listened: its own time, when it has one.
+  const now = data.replay === true && typeof data.time === "number"
+    ? data.time * 1000 : Date.now();
   switch (name) {
     case "offered":
       call.from = data.from_user;
@@ -379,6 +400,24 @@ function renderDetail(now) {
   updateTimers(now);
 }
 
+/** The selected call's audio meters (levels events of the caller's leg, 0..1). */
+function renderLevels(now) {
+  const call = selected === null ? undefined : calls.get(selected);
+  if (call === undefined) return;
+  const fresh = call.live && call.levels.at !== null && now - call.levels.at < LEVELS_STALE_MS;
+  let text = "";
+  if (call.kind === "direct") text = "No levels: a direct call's media flows to OpenAI, not here.";
+  else if (!call.live) text = "The call has ended.";
+  else if (!fresh) text = call.levels.at === null ? "No level data yet." : "No recent level data.";
+  for (const role of ["caller", "agent"]) {
+    const meter = $(`level-${role}`);
+    meter.value = fresh ? call.levels[role] : 0;
+    meter.classList.toggle("unavailable", !fresh);
+    meter.title = fresh ? `${Math.round(call.levels[role] * 100)} %` : text;
+  }
+  $("levels-note").textContent = text;
+}
+
 /** Once a second: timers and "last heard", without rebuilding anything. */
 function updateTimers(now = Date.now()) {
   for (const item of document.querySelectorAll("li.call")) {
@@ -390,6 +429,7 @@ function updateTimers(now = Date.now()) {
   const call = selected === null ? undefined : calls.get(selected);
   if (call === undefined) return;
   const seconds = elapsed(call, now);
+  renderLevels(now);
   $("d-timer").textContent = seconds === null ? "—" : duration(seconds);
   for (const role of ["caller", "agent"]) {
     const at = call.lastHeard[role];

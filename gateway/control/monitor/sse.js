@@ -57,7 +57,8 @@ export class EventStreamParser {
 }
 
 /**
- * Call onEvent(name, parsedData) for each event of a fetch() Response until the stream ends.
+ * Call onEvent(name, parsedData, id) for each event of a fetch() Response until the stream
+ * ends (id: the event's `id:` line, or null).
  * Data that is not JSON is passed as the raw string. onBytes() hears every chunk, keep-alive
  * comments included (a watchdog's sign of life). Rejects when the connection fails.
  */
@@ -77,7 +78,7 @@ export async function readEventStream(response, onEvent, onBytes = () => {}) {
         } catch {
           // keep the text
         }
-        onEvent(event.event, data);
+        onEvent(event.event, data, event.id);
       }
     }
   } finally {
