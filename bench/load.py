@@ -255,6 +255,10 @@ def write_dialplan(path: Path, mode: str) -> Path:
     return path
 
 
+#: The gateways' ``calls:`` settings (``--append-chunk-ms``); empty: the defaults.
+CALLS_CONFIG: dict[str, object] = {}
+
+
 def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[int],
                    sim_url: str, dialplan: Path, ports: PortPlan, lifetime_s: float,
                    max_calls: int | None) -> list[GatewayProc]:
@@ -273,7 +277,7 @@ def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[
             "rtp_port_start": rtp, "rtp_port_range": rtp_count}
         if max_calls is not None:
             sip["max_calls"] = max_calls
-        config = {"realtime": {"url": sim_url}, "sip": sip,
+        config = {"realtime": {"url": sim_url}, "sip": sip, **CALLS_CONFIG,
                   "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
         config_path = run_dir / f"gateway{i}.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -421,7 +425,7 @@ def start_front(stack: contextlib.ExitStack, run_dir: Path, workers: int, per_wo
         "workers": workers, "front": "kamailio", "max_calls": per_worker,
         "worker_port_start": ports.block(workers),
         "rtp_port_start": rtp, "rtp_port_range": rtp_count}
-    config = {"realtime": {"url": sim_url}, "sip": sip,
+    config = {"realtime": {"url": sim_url}, "sip": sip, **CALLS_CONFIG,
               "control": {"port": 0, "drain_timeout_s": FRONT_DRAIN_TIMEOUT_S},
               "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
     env = {"OPENAI_API_KEY": "sk-bench-local", "GATEWAY_REALTIME_URL": sim_url,
@@ -741,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 2)")
     p.add_argument("--sim-speed", type=float, default=4.0,
                    help="simulator audio speed (default 4, as `gateway sim`)")
+    p.add_argument("--append-chunk-ms", type=int, metavar="MS",
+                   help="the gateways' calls.append_chunk_ms: caller audio per "
+                        "input_audio_buffer.append (default: the gateway's, 40)")
     p.add_argument("--out", type=Path, help="artefact directory (default: a new /tmp dir)")
     p.add_argument("--doc", type=Path, help=f"Markdown file to update (default: "
                    f"{DEFAULT_DOC.relative_to(REPO)}; --quick runs update nothing unless given)")
@@ -783,6 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             and per_gateway > WHEEL_CALLS_PER_GATEWAY:
         raise SystemExit(f"the wheel allows {WHEEL_CALLS_PER_GATEWAY} calls per process "
                          f"(4 call slots, one kept to refuse with 503)")
+    if args.append_chunk_ms is not None:
+        CALLS_CONFIG["calls"] = {"append_chunk_ms": args.append_chunk_ms}
     doc = None if args.no_doc else (args.doc or (None if args.quick else DEFAULT_DOC))
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="bench-load-"))
     out_dir.mkdir(parents=True, exist_ok=True)

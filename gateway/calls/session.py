@@ -212,22 +212,28 @@ class CallSession:
 
     def pump(self) -> None:
         """Move caller audio to the Realtime session; called once per media tick by the manager."""
-        frames = self.offer.media.tick()
+        media = self.offer.media
+        bridge, client, outage = self._bridge, self._client, self._outage
+        live = self._streaming and bridge is not None and client is not None
+        if live and outage is None:
+            assert bridge is not None and client is not None
+            chunks = media.caller_chunks(bridge)
+            self._note_playout()
+            for chunk in chunks:
+                client.send_audio(chunk)
+            return
+        frames = media.tick()
+        self._note_playout()
+        if live and outage is not None:
+            # Nobody is listening: measure whether the caller spoke, send nothing stale.
+            for frame in frames:
+                outage.meter.feed(frame)
+
+    def _note_playout(self) -> None:
         if self.offer.media.playout.is_idle:
             self._playout_idle.set()
         else:
             self._playout_idle.clear()
-        bridge, client = self._bridge, self._client
-        if not frames or bridge is None or client is None or not self._streaming:
-            return
-        outage = self._outage
-        if outage is not None:
-            # Nobody is listening: measure whether the caller spoke, send nothing stale.
-            for frame in frames:
-                outage.meter.feed(frame)
-            return
-        for chunk in bridge.caller_frames(frames):
-            client.send_audio(chunk)
 
     async def run(self) -> CallRecord:
         """Run the call to its end; returns what happened. Never raises except cancellation.

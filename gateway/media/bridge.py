@@ -58,6 +58,21 @@ class MediaBridge:
             self._encode, self._decode = g711.ulaw_encode, g711.ulaw_decode
 
     @property
+    def native_codec(self) -> Codec | None:
+        """The G.711 codec the API gets as is (native mode), ``None`` when transcoding."""
+        return self.codec if self.mode == "native" else None
+
+    @property
+    def chunk_frames(self) -> int:
+        """20 ms frames per caller chunk."""
+        return self._chunk_bytes // _FRAME_BYTES
+
+    @property
+    def pending_bytes(self) -> int:
+        """Caller PCM16 held back for the next chunk."""
+        return len(self._pending)
+
+    @property
     def api_format(self) -> dict[str, Any]:
         """The GA ``audio.input.format`` / ``audio.output.format`` object for this call."""
         if self.mode == "transcode":

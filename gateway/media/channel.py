@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from gateway.media.bridge import MediaBridge
 from gateway.media.playout import PlayedState, PlayoutBuffer, PlayoutStats
 
 
@@ -50,6 +51,13 @@ class MediaChannel:
         ring up from the playout buffer here.
         """
         return self.drain_caller_frames()
+
+    def caller_chunks(self, bridge: MediaBridge) -> list[bytes]:
+        """Once per pump tick: the caller audio since the last tick as ``bridge``'s API chunks.
+
+        A port that can encode in C does it there; this one converts the frames.
+        """
+        return bridge.caller_frames(self.tick())
 
     def feed(self) -> None:
         """Agent audio was pushed: hand it to the port now if the port has a ring of its own.

@@ -37,6 +37,7 @@ from websockets.exceptions import (
     InvalidStatus,
     WebSocketException,
 )
+from websockets.protocol import State
 
 from gateway import __version__
 from gateway.errors import RealtimeError
@@ -251,6 +252,9 @@ class _Channel(Generic[_T]):
         self._writable.set()
         self.ended = False
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def full(self) -> bool:
         return len(self._items) >= self._maxsize
 
@@ -328,6 +332,7 @@ class RealtimeClient:
         self._inbox: _Channel[StreamEvent] = _Channel(options.recv_queue_size)
         self._ws: ClientConnection | None = None  # the live connection, for close()
         self._send_ws: ClientConnection | None = None  # published to rt-send once configured
+        self._send_busy = False  # rt-send holds a message it has taken from the outbox
         self._generation = 0
         self._published = asyncio.Condition()
         # Held while a connection is being replaced (reconnect or rotation), so the two never
@@ -474,7 +479,39 @@ class RealtimeClient:
             self.stats.audio_chunks_dropped += 1
             return False
         event = InputAudioBufferAppend(pcm)
-        return self._outbox.try_put((event, encode(event)))
+        text = encode(event)
+        if not self._outbox and not self._send_busy and self._write_now(text):
+            self.stats.messages_sent += 1
+            self.stats.audio_chunks_sent += 1
+            return True
+        return self._outbox.try_put((event, text))
+
+    def _write_now(self, text: str) -> bool:
+        """Write one message to the published connection now, if that needs no waiting.
+
+        The hot path of caller audio: ``ClientConnection.send`` would cost a wake-up of the
+        rt-send task and an async context per message, which measured a quarter of the
+        event loop's time at 60 calls (docs/benchmarks.md). This does what ``send`` does when
+        it would not wait: frame the message with the connection's sans-I/O protocol and
+        write it to the transport. Only when the connection is open, is not under flow
+        control (its transport's buffer above the high-water mark) and sends no fragmented
+        message; otherwise the caller queues the message and rt-send takes the slow path,
+        which knows how to wait, and how to fail. Callers also check that nothing is queued
+        or being sent, so the order of messages is kept.
+        """
+        ws = self._send_ws
+        if (ws is None or ws.protocol.state is not State.OPEN or ws.paused
+                or ws.fragmented_send_waiter is not None or ws.transport.is_closing()):
+            return False
+        ws.protocol.send_text(text.encode())
+        try:
+            ws.send_data()
+        except OSError as exc:
+            # What ClientConnection.send does on a write error: drop the connection; rt-recv
+            # then sees it closed and reconnects or ends the client.
+            log.warning("%s: Realtime write failed: %s", self.name, exc.strerror or exc)
+            ws.transport.abort()
+        return True
 
     # ------------------------------------------------------------------ receiving
 
@@ -607,9 +644,11 @@ class RealtimeClient:
         pending: tuple[ClientEvent, str] | None = None
         while True:
             if pending is None:
+                self._send_busy = False
                 pending = await self._outbox.get()
                 if pending is None:
                     return
+                self._send_busy = True  # send_audio must not write past this message
             # Read the connection and its generation together, with no await in between.
             ws, generation = self._send_ws, self._generation
             assert ws is not None

@@ -9,7 +9,10 @@
  * event loop exchanges audio with the rings in batches (gateway/sip/native.py, through ctypes,
  * which releases the GIL during each call).
  *
- * Format: PCM16 mono 8 kHz, 20 ms frames (320 bytes), the bridge's clock.
+ * Format: PCM16 mono 8 kHz, 20 ms frames (320 bytes), the bridge's clock. The loop may take
+ * caller audio already in G.711 (one byte per sample, ITU-T G.711 by table lookup, the same
+ * tables as gateway/media/g711.py) and in whole chunks of its choosing, so a call whose agent
+ * speaks audio/pcmu or audio/pcma costs Python no per-sample work at all.
  *
  * Overflow policy. Caller ring: drop the oldest frame when full (real-time audio never waits)
  * and count it. Agent ring: gw_port_write accepts only what fits (the caller keeps the rest);
@@ -40,7 +43,10 @@
 #define GW_SAMPLES_PER_FRAME 160
 #define GW_FRAME_BYTES (GW_SAMPLES_PER_FRAME * 2)
 #define GW_SIGNATURE PJMEDIA_SIG_CLASS_APP('G', 'W', 'M')
-#define GW_ABI_VERSION 2
+#define GW_ABI_VERSION 3
+
+/* Caller audio formats gw_port_exchange can hand out (rx_codec). */
+enum { GW_RX_PCM16, GW_RX_PCMU, GW_RX_PCMA };
 
 /* Counter indexes, read with gw_port_counters (the Python side names them). */
 enum {
@@ -158,9 +164,93 @@ static pj_status_t on_destroy(pjmedia_port *port)
     return PJ_SUCCESS;
 }
 
+/* G.711 encoders as 64 Ki-entry tables indexed by the sample's 16 bits, built once. */
+static uint8_t ulaw_tab[65536];
+static uint8_t alaw_tab[65536];
+static pthread_once_t tabs_once = PTHREAD_ONCE_INIT;
+
+static uint8_t linear_to_ulaw(int pcm)
+{
+    /* ITU-T G.711 mu-law: bias 0x84, clip 32635, segment = top set bit above bit 7. */
+    int sign = pcm < 0 ? 0x80 : 0;
+    int mag = (pcm < 0 ? -pcm : pcm);
+    int exponent = 7, mask;
+    if (mag > 32635)
+        mag = 32635;
+    mag += 0x84;
+    for (mask = 0x4000; (mag & mask) == 0 && exponent > 0; mask >>= 1)
+        exponent--;
+    return (uint8_t)~(sign | (exponent << 4) | ((mag >> (exponent + 3)) & 0x0F));
+}
+
+static uint8_t linear_to_alaw(int pcm)
+{
+    /* ITU-T G.711 A-law on the 13-bit value, segments ending at 0x1F, 0x3F, ... 0xFFF. */
+    static const int seg_end[8] = {0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF};
+    int val = pcm >> 3, mask = 0xD5, seg, aval;
+    if (val < 0) {
+        mask = 0x55;
+        val = -val - 1;
+    }
+    for (seg = 0; seg < 8 && val > seg_end[seg]; seg++)
+        ;
+    if (seg >= 8)
+        return (uint8_t)(0x7F ^ mask);
+    aval = seg << 4;
+    aval |= (val >> (seg < 2 ? 1 : seg)) & 0x0F;
+    return (uint8_t)(aval ^ mask);
+}
+
+static void build_tables(void)
+{
+    int i;
+    for (i = 0; i < 65536; i++) {
+        int pcm = (int)(int16_t)(uint16_t)i;
+        ulaw_tab[i] = linear_to_ulaw(pcm);
+        alaw_tab[i] = linear_to_alaw(pcm);
+    }
+}
+
+/* Encode n bytes of little-endian PCM16 from src into n / 2 bytes of G.711 at dst. */
+static void encode_g711(const uint8_t *tab, const uint8_t *src, unsigned n, uint8_t *dst)
+{
+    unsigned i;
+    for (i = 0; i + 1 < n; i += 2)
+        *dst++ = tab[(unsigned)src[i] | ((unsigned)src[i + 1] << 8)];
+}
+
+/* Take n bytes (whole frames) of caller PCM16 from the ring, in rx_codec, into dst. */
+static void rx_take(ring *r, int rx_codec, uint8_t *dst, unsigned n)
+{
+    const uint8_t *tab;
+    unsigned first;
+    if (rx_codec == GW_RX_PCM16) {
+        ring_get(r, dst, n);
+        return;
+    }
+    tab = rx_codec == GW_RX_PCMA ? alaw_tab : ulaw_tab;
+    first = r->cap - r->head < n ? r->cap - r->head : n;
+    encode_g711(tab, r->buf + r->head, first, dst);
+    encode_g711(tab, r->buf, n - first, dst + first / 2);
+    r->head = (r->head + n) % r->cap;
+    r->len -= n;
+}
+
 int gw_abi_version(void)
 {
+    pthread_once(&tabs_once, build_tables);
     return GW_ABI_VERSION;
+}
+
+/* The encoder of gw_port_exchange on its own (for tests): n bytes of PCM16 to n / 2 of
+ * G.711 (codec GW_RX_PCMU or GW_RX_PCMA). Returns the bytes written, 0 for another codec. */
+unsigned gw_g711_encode(int codec, const uint8_t *pcm, unsigned n, uint8_t *out)
+{
+    if (codec != GW_RX_PCMU && codec != GW_RX_PCMA)
+        return 0;
+    pthread_once(&tabs_once, build_tables);
+    encode_g711(codec == GW_RX_PCMA ? alaw_tab : ulaw_tab, pcm, n - n % 2, out);
+    return n / 2;
 }
 
 int gw_frame_bytes(void)
@@ -290,15 +380,24 @@ unsigned gw_port_tx_clear(gw_port *gw)
 
 /*
  * One exchange per event-loop tick, under one lock: write agent audio (whole frames, what
- * fits), set the busy flag, move every stored caller frame into rx_buf (up to rx_cap bytes),
- * and copy the counters into out (GW_COUNTERS values) and the agent frames still queued into
- * *tx_queued. Returns the caller bytes moved; *tx_accepted gets the agent bytes taken.
+ * fits), set the busy flag, move the stored caller audio into rx_buf, and copy the counters
+ * into out (GW_COUNTERS values) and the agent frames still queued into *tx_queued.
+ *
+ * Caller audio is taken in whole units of rx_unit frames (what is left waits for the next
+ * exchange), at most what fits in rx_cap bytes, converted to rx_codec on the way out:
+ * GW_RX_PCM16 as stored (320 bytes a frame), GW_RX_PCMU / GW_RX_PCMA as G.711 (160 bytes a
+ * frame). Returns the bytes written to rx_buf; *tx_accepted gets the agent bytes taken.
  */
-unsigned gw_port_exchange(gw_port *gw, uint8_t *rx_buf, unsigned rx_cap,
-                          const uint8_t *tx_data, unsigned tx_len, int busy,
+unsigned gw_port_exchange(gw_port *gw, uint8_t *rx_buf, unsigned rx_cap, int rx_codec,
+                          unsigned rx_unit, const uint8_t *tx_data, unsigned tx_len, int busy,
                           uint64_t *out, unsigned *tx_accepted, unsigned *tx_queued)
 {
-    unsigned n, room;
+    unsigned n, room, out_frame, unit_bytes, units;
+    if (rx_codec != GW_RX_PCMU && rx_codec != GW_RX_PCMA)
+        rx_codec = GW_RX_PCM16;
+    if (rx_unit == 0)
+        rx_unit = 1;
+    out_frame = rx_codec == GW_RX_PCM16 ? GW_FRAME_BYTES : GW_FRAME_BYTES / 2;
     pthread_mutex_lock(&gw->lock);
     room = gw->tx.cap - gw->tx.len;
     n = tx_len < room ? tx_len : room;
@@ -306,13 +405,16 @@ unsigned gw_port_exchange(gw_port *gw, uint8_t *rx_buf, unsigned rx_cap,
     ring_put(&gw->tx, tx_data, n);
     *tx_accepted = n;
     gw->busy = busy != 0;
-    n = gw->rx.len < rx_cap ? gw->rx.len : rx_cap;
-    n -= n % GW_FRAME_BYTES;
-    ring_get(&gw->rx, rx_buf, n);
+    unit_bytes = rx_unit * GW_FRAME_BYTES;
+    units = gw->rx.len / unit_bytes;
+    if (units > rx_cap / (rx_unit * out_frame))
+        units = rx_cap / (rx_unit * out_frame);
+    n = units * unit_bytes;
+    rx_take(&gw->rx, rx_codec, rx_buf, n);
     memcpy(out, gw->counters, sizeof(gw->counters));
     *tx_queued = gw->tx.len / GW_FRAME_BYTES;
     pthread_mutex_unlock(&gw->lock);
-    return n;
+    return units * rx_unit * out_frame;
 }
 
 /* Copy the counters (GW_COUNTERS values) into out; returns how many. */

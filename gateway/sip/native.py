@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.media.bridge import MediaBridge
 from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayedState, PlayoutBuffer, PlayoutStats
 from gateway.sip._pj import pj
@@ -35,7 +36,7 @@ __all__ = ["TX_LEAD_FRAMES", "NativeChannel", "NativeMedia", "NativePort", "load
 log = logging.getLogger("gateway.sip")
 
 LIBRARY_NAME = "libgwmedia.so"
-ABI_VERSION = 2
+ABI_VERSION = 3
 _FRAME_BYTES = 320
 #: Agent audio kept in the native ring ahead of the clock (200 ms): a pump tick may come this
 #: late before the caller hears a gap. It adds no latency (the ring starts empty, the first
@@ -45,6 +46,8 @@ TX_LEAD_FRAMES = 10
 RX_RING_FRAMES = 50
 TX_RING_FRAMES = 25
 _COUNTERS = 6
+#: ``rx_codec`` of ``gw_port_exchange``: caller audio as stored, or G.711 encoded in C.
+RX_CODECS = {"PCM16": 0, "PCMU": 1, "PCMA": 2}
 _RX_FRAMES, _RX_DROPPED, _TX_FRAMES, _TX_UNDERRUN, _TX_IDLE, _TX_CLEARED = range(_COUNTERS)
 
 
@@ -61,10 +64,11 @@ class NativeMedia:
         self._sig(lib.gw_port_connect, i32, vp, i32)
         self._sig(lib.gw_port_detach, None, vp)
         self._sig(lib.gw_port_release, None, vp)
-        self._sig(lib.gw_port_exchange, u32, vp, ctypes.c_char_p, u32, ctypes.c_char_p, u32,
-                  i32, u64p, u32p, u32p)
+        self._sig(lib.gw_port_exchange, u32, vp, ctypes.c_char_p, u32, i32, u32,
+                  ctypes.c_char_p, u32, i32, u64p, u32p, u32p)
         self._sig(lib.gw_port_tx_clear, u32, vp)
         self._sig(lib.gw_port_counters, u32, vp, u64p, u32)
+        self._sig(lib.gw_g711_encode, u32, i32, ctypes.c_char_p, u32, ctypes.c_char_p)
         version = lib.gw_abi_version()
         if version != ABI_VERSION:
             raise OSError(f"{path}: ABI version {version}, expected {ABI_VERSION} (rebuild it: "
@@ -76,6 +80,12 @@ class NativeMedia:
     def _sig(fn: Any, restype: type | None, *argtypes: type) -> None:
         fn.restype = restype
         fn.argtypes = list(argtypes)
+
+    def g711_encode(self, codec: str, pcm16: bytes) -> bytes:
+        """The port's G.711 encoder on its own: little-endian PCM16 to ``PCMU``/``PCMA``."""
+        out = ctypes.create_string_buffer(len(pcm16) // 2)
+        n = self.lib.gw_g711_encode(RX_CODECS[codec], pcm16, len(pcm16), out)
+        return out.raw[:n]
 
     def create_port(self, name: str) -> NativePort:
         """A new port on the conference bridge (sip thread).
@@ -146,17 +156,20 @@ class NativePort:
             self.detached = True
             self._lib.gw_port_detach(self._handle)
 
-    def exchange(self, agent_audio: bytes, busy: bool, *, read: bool = True) -> bytes:
+    def exchange(self, agent_audio: bytes, busy: bool, *, read: bool = True,
+                 codec: str = "PCM16", unit_frames: int = 1) -> bytes:
         """One foreign call: queue ``agent_audio``, set busy, take the caller audio stored.
 
-        Updates :attr:`tx_queued` and :attr:`tx_played`. The ring never lacks room for what
-        the channel writes (it writes at most :data:`TX_LEAD_FRAMES`).
+        Caller audio comes out in whole units of ``unit_frames`` 20 ms frames (the rest stays
+        for the next exchange), as PCM16 or, for ``codec`` ``PCMU``/``PCMA``, G.711 encoded
+        in C. Updates :attr:`tx_queued` and :attr:`tx_played`. The ring never lacks room for
+        what the channel writes (it writes at most :data:`TX_LEAD_FRAMES`).
         """
         buf, counters = self._rx_buf, self._counters
         n = self._lib.gw_port_exchange(
-            self._handle, buf, len(buf) if read else 0, agent_audio, len(agent_audio),
-            1 if busy else 0, counters, ctypes.byref(self._accepted),
-            ctypes.byref(self._queued))
+            self._handle, buf, len(buf) if read else 0, RX_CODECS[codec], unit_frames,
+            agent_audio, len(agent_audio), 1 if busy else 0, counters,
+            ctypes.byref(self._accepted), ctypes.byref(self._queued))
         self.tx_queued = self._queued.value
         self.tx_played = counters[_TX_FRAMES]
         return ctypes.string_at(buf, n) if n else b""
@@ -218,19 +231,37 @@ class NativeChannel(MediaChannel):
 
     drain_caller_frames = tick  # the port's ring is the only place caller frames are
 
+    def caller_chunks(self, bridge: MediaBridge) -> list[bytes]:
+        """The caller audio of this tick as ``bridge``'s API chunks.
+
+        G.711 to the API: the port encodes and cuts the chunks in C (one foreign call, no
+        per-sample Python). Transcoding, and audio the bridge still holds, take the frames.
+        """
+        codec = bridge.native_codec
+        port = self.port
+        if codec is None or port is None or bridge.pending_bytes:
+            return super().caller_chunks(bridge)
+        size = bridge.chunk_frames * _FRAME_BYTES // 2  # G.711: a byte per sample
+        data = self._exchange(port, read=True, codec=codec, unit_frames=bridge.chunk_frames)
+        if not data:
+            return []
+        return [data[i:i + size] for i in range(0, len(data), size)] if len(data) > size \
+            else [data]
+
     def feed(self) -> None:
         """Top the port's ring up from the playout buffer now (after agent audio arrived)."""
         if self.port is not None:
             self._exchange(self.port, read=False)
 
-    def _exchange(self, port: NativePort, *, read: bool) -> bytes:
+    def _exchange(self, port: NativePort, *, read: bool, codec: str = "PCM16",
+                  unit_frames: int = 1) -> bytes:
         playout = self.playout
         # The ring's fill level is as of the last exchange (it has only drained since), so
         # this never overfills it; it settles a tick's worth of frames below the lead.
         room = TX_LEAD_FRAMES - port.tx_queued
         frames = playout.take_frames(room) if room > 0 and not port.detached else []
         data = port.exchange(b"".join(frames) if frames else b"", playout.expecting_audio,
-                             read=read)
+                             read=read, codec=codec, unit_frames=unit_frames)
         self.rx_frames, self.rx_dropped = port.rx_counts
         self._confirm(port.tx_played)
         return data

@@ -417,21 +417,66 @@ async def test_reconnect_after_tcp_abort(simulator: SimulatorServer) -> None:
 # --------------------------------------------------------------------------- overflow
 
 
-async def test_send_audio_drops_and_counts_when_the_outbox_is_full(
+async def test_send_audio_writes_at_once_and_keeps_order_behind_queued_events(
     simulator: SimulatorServer,
 ) -> None:
     opts = options(simulator, send_queue_size=4)
-    async with RealtimeClient(opts, name="call:t16") as client:
-        # No await between the calls: the send task cannot drain the outbox meanwhile.
+    async with RealtimeClient(opts, name="call:t15") as client:
+        # An open connection with nothing queued: each chunk is written before send_audio
+        # returns (the hot path), so ten in a row need no room in a 4-event outbox.
         accepted = [client.send_audio(bytes([i]) * 160) for i in range(10)]
-        assert accepted == [True] * 4 + [False] * 6
-        assert client.stats.audio_chunks_dropped == 6
+        assert accepted == [True] * 10
+        assert client.stats.audio_chunks_sent == 10
+        assert client.stats.audio_chunks_dropped == 0
+        # A control event still in the outbox: audio queues behind it, never overtakes it.
+        await client.send(ev.InputAudioBufferClear())
+        assert client.send_audio(bytes([10]) * 160)
         conn = await simulator.wait_for_session(0)
-        await wait_appends(conn, 4)
-        # Once drained, audio is accepted again.
-        assert client.send_audio(bytes([9]) * 160)
-    audio = [base64.b64decode(e["audio"])[0] for e in conn.received]
-    assert audio[:4] == [0, 1, 2, 3]
+        await wait_appends(conn, 11)
+    types = [e["type"] for e in conn.received]
+    assert types == ["input_audio_buffer.append"] * 10 + [
+        "input_audio_buffer.clear", "input_audio_buffer.append"]
+    audio = [base64.b64decode(e["audio"])[0] for e in conn.received if "audio" in e]
+    assert audio == list(range(11))
+
+
+async def test_send_audio_drops_and_counts_when_the_connection_stalls() -> None:
+    """A server that stops reading: TCP fills, the transport pauses writing, the hot path
+    stops, the outbox fills, and then audio is refused and counted instead of waiting."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    stop = asyncio.Event()
+
+    async def never_read(conn: ServerConnection) -> None:
+        await stop.wait()
+        conn.transport.abort()  # end the test quickly: no closing handshake behind 4 MB
+
+    # max_queue=1: the server stops reading its socket once one message waits for it.
+    async with serve(never_read, "127.0.0.1", 0, max_queue=1) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        opts = RealtimeConnectOptions(url=f"ws://127.0.0.1:{port}/v1/realtime", model="m",
+                                      send_queue_size=4, ping_interval_s=None,
+                                      close_timeout_s=1)
+        chunk = b"\xff" * 65536
+        try:
+            async with RealtimeClient(opts, name="call:t16") as client:
+                results = []
+                for _ in range(2000):  # 2000 x 87 KiB of text: far more than loopback buffers
+                    results.append(client.send_audio(chunk))
+                    if results[-1] is False:
+                        break
+                    await asyncio.sleep(0)
+                sent = client.stats.audio_chunks_sent
+                dropped = client.stats.audio_chunks_dropped
+                refused_again = client.send_audio(chunk)
+                stop.set()  # the server drops the connection: no closing handshake to wait for
+        finally:
+            stop.set()
+    assert results[-1] is False, "the connection never pushed back"
+    queued = len(results) - 1 - sent
+    # Queued once writes had to wait: the one rt-send holds while it waits, and the 4 of the
+    # outbox; then the next chunk is refused and counted, and so is the one after it.
+    assert (queued, dropped, refused_again) == (5, 1, False), (sent, queued, dropped)
 
 
 async def test_control_events_wait_for_room(simulator: SimulatorServer) -> None:
@@ -439,7 +484,7 @@ async def test_control_events_wait_for_room(simulator: SimulatorServer) -> None:
     async with RealtimeClient(opts, name="call:t17") as client:
         for i in range(2):
             assert client.send_audio(bytes([i]) * 160)
-        # The outbox is full: send() waits instead of dropping, then goes out in order.
+        # The appends were written at once; the clear goes out after them, in order.
         await asyncio.wait_for(client.send(ev.InputAudioBufferClear()), scaled(5))
         conn = await simulator.wait_for_session(0)
         cleared = await conn.wait_for_received("input_audio_buffer.clear", timeout=scaled(5))
