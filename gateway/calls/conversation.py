@@ -33,7 +33,7 @@ from gateway.agents.runner import ToolOutcome
 from gateway.agents.service import ToolService
 from gateway.agents.spec import BuiltinTool, GuardrailSpec, HttpTool, ToolSpec
 from gateway.calls.turns import TurnMeter
-from gateway.calls.usage import UsageMeter
+from gateway.calls.usage import UsageMeter, cost_usd
 from gateway.dialplan.router import RouteDecision
 from gateway.dialplan.schema import AgentSpec
 from gateway.media.playout import PlayedState
@@ -127,6 +127,22 @@ class AgentServices:
     http: HttpToolClient | None = None
 
 
+class ActivityRecord(Protocol):
+    """The fields of a call record that :meth:`ActivityLog.fill_record` sets."""
+
+    tool_calls: list[dict[str, Any]]
+    handoffs: list[dict[str, object]]
+    guardrail_events: list[dict[str, object]]
+    dtmf_digits: int
+    transcript: list[dict[str, Any]]
+    model: str | None
+    usage: dict[str, int]
+    cost_usd: float | None
+    turn_latency_ms: list[int]
+    first_audio_at: float | None
+    realtime_errors: dict[str, int]
+
+
 @dataclass
 class ActivityLog:
     """What the agent did on the call, for the call record (no call content).
@@ -147,6 +163,23 @@ class ActivityLog:
     #: Turn latency, first agent audio and Realtime errors by code.
     turns: TurnMeter = field(default_factory=TurnMeter)
     listener: Callable[[str, Mapping[str, Any]], None] | None = None
+
+    def fill_record(self, record: ActivityRecord, model: str | None) -> None:
+        """Copy what the agent did into a call's record (a SIP call's or a sideband call's).
+
+        Also sets ``model``, the tokens it used and what they cost.
+        """
+        record.tool_calls = self.tool_calls
+        record.handoffs = self.handoffs
+        record.guardrail_events = self.guardrail_events
+        record.dtmf_digits = self.dtmf_digits
+        record.transcript = self.transcript
+        record.model = model
+        record.usage = self.usage.as_dict()
+        record.cost_usd = cost_usd(record.usage, model or "")
+        record.turn_latency_ms = self.turns.turn_latency_ms
+        record.first_audio_at = self.turns.first_audio_at
+        record.realtime_errors = self.turns.realtime_errors
 
     def turn(self, role: str, text: str) -> None:
         """A transcribed turn (``caller`` or ``agent``), kept and reported."""

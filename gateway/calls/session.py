@@ -37,7 +37,6 @@ from gateway.calls.continuity import ContinuityPolicy, Gap, SpeechMeter
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
 from gateway.calls.record import CallRecord, OutboundCall, media_counters, outbound_end
 from gateway.calls.recording import CallRecording
-from gateway.calls.usage import cost_usd
 from gateway.config import Settings
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import AgentUnavailable, CallRejected, RealtimeError
@@ -283,19 +282,7 @@ class CallSession:
         if self._record_logged:
             return
         self._record_logged = True
-        activity = self.actor.activity
-        self.record.tool_calls = activity.tool_calls
-        self.record.handoffs = activity.handoffs
-        self.record.guardrail_events = activity.guardrail_events
-        self.record.dtmf_digits = activity.dtmf_digits
-        self.record.transcript = activity.transcript
-        self.record.model = self.options.model
-        self.record.usage = activity.usage.as_dict()
-        self.record.cost_usd = cost_usd(self.record.usage, self.options.model or "")
-        turns = activity.turns
-        self.record.turn_latency_ms = turns.turn_latency_ms
-        self.record.first_audio_at = turns.first_audio_at
-        self.record.realtime_errors = turns.realtime_errors
+        self.actor.activity.fill_record(self.record, self.options.model)
         self.record.media = media_counters(self.offer.media)
         self.log.info("call ended: %s (SIP %s)", self.record.end_reason, self.record.sip_status)
         self.log.info("call record: %s", self.record.as_json(content=self.settings.log_content))

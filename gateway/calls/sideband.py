@@ -37,7 +37,6 @@ from typing import Any, Final, Protocol
 from gateway.calls.agent import sip_session_config
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
 from gateway.calls.session import BENIGN_ERRORS
-from gateway.calls.usage import cost_usd
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import RealtimeError
 from gateway.media.playout import PlayedState
@@ -154,19 +153,7 @@ class SidebandSession:
             await self._run()
         finally:
             self.record.ended_at = time.time()
-            activity = self.actor.activity
-            self.record.tool_calls = activity.tool_calls
-            self.record.handoffs = activity.handoffs
-            self.record.guardrail_events = activity.guardrail_events
-            self.record.dtmf_digits = activity.dtmf_digits
-            self.record.transcript = activity.transcript
-            self.record.model = self.actor.agent.model or self.model
-            self.record.usage = activity.usage.as_dict()
-            self.record.cost_usd = cost_usd(self.record.usage, self.record.model)
-            turns = activity.turns
-            self.record.turn_latency_ms = turns.turn_latency_ms
-            self.record.first_audio_at = turns.first_audio_at
-            self.record.realtime_errors = turns.realtime_errors
+            self.actor.activity.fill_record(self.record, self.actor.agent.model or self.model)
             await self.actor.close()
             for task in list(self._tasks):
                 task.cancel()

@@ -171,12 +171,21 @@ class Leg(pj.Call):  # type: ignore[misc]
                     self.port.createPort(f"leg{self.leg_id}", fmt)
                 audio.startTransmit(self.port)
                 self.port.startTransmit(audio)
-            if self.recording is not None and self.relay is None:
-                self.recording.attach(audio.getPortId(), self.agent_slot())
+            self.start_recording()
             codec = self.getStreamInfo(index).codecName.upper()
             if self.ua.is_current(self):
                 self.ua.emit(MediaActive(self.session_leg, "PCMA" if codec == "PCMA" else "PCMU"))
             return
+
+    def start_recording(self) -> None:
+        """Attach the call's recording if it has one and its media is up (sip thread).
+
+        A relayed leg is never recorded here: its audio is OpenAI's leg's, not an agent port's.
+        """
+        if self.recording is None or self.relay is not None or self.media_index is None:
+            return
+        audio = self.getAudioMedia(self.media_index)
+        self.recording.attach(audio.getPortId(), self.agent_slot())
 
     def agent_slot(self) -> int:
         """The bridge slot of the port that plays the agent to the caller (media up)."""

@@ -15,12 +15,22 @@ call goes on.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from typing import Any
 
 from gateway.sip._pj import error_text, native, pj
 
 log = logging.getLogger("gateway.sip")
+
+
+@functools.cache
+def _conf_connect() -> Any:
+    """``pjsua_conf_connect(source, sink)`` of the loaded binding, its signature declared."""
+    connect = native().pjsua_conf_connect
+    connect.argtypes = [ctypes.c_int, ctypes.c_int]
+    connect.restype = ctypes.c_int
+    return connect
 
 
 class LegRecording:
@@ -39,9 +49,7 @@ class LegRecording:
             return
         self.started = True
         try:
-            connect = native().pjsua_conf_connect
-            connect.argtypes = [ctypes.c_int, ctypes.c_int]
-            connect.restype = ctypes.c_int
+            connect = _conf_connect()
             for path, slot in ((self.caller_path, caller_slot), (self.agent_path, agent_slot)):
                 recorder = pj.AudioMediaRecorder()
                 recorder.createRecorder(path)

@@ -294,9 +294,7 @@ class SipUserAgent:
         """Record the leg's two sides into mono WAV files once its media is up (recorder)."""
         def go(leg: Leg) -> None:
             leg.recording = LegRecording(caller_path, agent_path)
-            if leg.media_index is not None and leg.relay is None:  # media already up
-                audio = leg.getAudioMedia(leg.media_index)
-                leg.recording.attach(audio.getPortId(), leg.agent_slot())
+            leg.start_recording()  # media may be up already
         self._submit(lambda: self._with_leg(leg_id, go))
 
     def watch_levels(self, all_calls: bool, leg_ids: tuple[int, ...],
