@@ -277,7 +277,9 @@ def start_gateways(stack: contextlib.ExitStack, run_dir: Path, shares: Sequence[
             "rtp_port_start": rtp, "rtp_port_range": rtp_count}
         if max_calls is not None:
             sip["max_calls"] = max_calls
+        # control.port 0: each process's HTTP server on a free port (several run at once).
         config = {"realtime": {"url": sim_url}, "sip": sip, **CALLS_CONFIG,
+                  "control": {"port": 0},
                   "dialplan": str(dialplan), "logging": {"level": "INFO", "pjsip_level": 1}}
         config_path = run_dir / f"gateway{i}.yaml"
         config_path.write_text(yaml.safe_dump(config))

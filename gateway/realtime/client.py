@@ -50,8 +50,9 @@ from gateway.realtime.events import (
     SessionUpdate,
     StreamEvent,
 )
-from gateway.realtime.protocol import ProtocolError, decode, encode
+from gateway.realtime.protocol import ProtocolError, append_message, decode, encode
 from gateway.realtime.retry import RetryPolicy, is_retryable_close, is_retryable_status
+from gateway.realtime.wsframe import TextFrames
 
 __all__ = [
     "DEFAULT_URL",
@@ -333,6 +334,7 @@ class RealtimeClient:
         self._ws: ClientConnection | None = None  # the live connection, for close()
         self._send_ws: ClientConnection | None = None  # published to rt-send once configured
         self._send_busy = False  # rt-send holds a message it has taken from the outbox
+        self._frames = TextFrames()  # caller audio's direct writes (_write_now)
         self._generation = 0
         self._published = asyncio.Condition()
         # Held while a connection is being replaced (reconnect or rotation), so the two never
@@ -478,34 +480,44 @@ class RealtimeClient:
         if self._outbox.ended or self._outbox.full():
             self.stats.audio_chunks_dropped += 1
             return False
+        if not self._outbox and not self._send_busy:
+            message = append_message(pcm)
+            if self._write_now(message):
+                self.stats.messages_sent += 1
+                self.stats.audio_chunks_sent += 1
+                return True
+            return self._outbox.try_put((InputAudioBufferAppend(pcm), message.decode()))
         event = InputAudioBufferAppend(pcm)
-        text = encode(event)
-        if not self._outbox and not self._send_busy and self._write_now(text):
-            self.stats.messages_sent += 1
-            self.stats.audio_chunks_sent += 1
-            return True
-        return self._outbox.try_put((event, text))
+        return self._outbox.try_put((event, encode(event)))
 
-    def _write_now(self, text: str) -> bool:
-        """Write one message to the published connection now, if that needs no waiting.
+    def _write_now(self, message: bytes) -> bool:
+        """Write one text message to the published connection now, if that needs no waiting.
 
         The hot path of caller audio: ``ClientConnection.send`` would cost a wake-up of the
         rt-send task and an async context per message, which measured a quarter of the
         event loop's time at 60 calls (docs/benchmarks.md). This does what ``send`` does when
-        it would not wait: frame the message with the connection's sans-I/O protocol and
-        write it to the transport. Only when the connection is open, is not under flow
-        control (its transport's buffer above the high-water mark) and sends no fragmented
-        message; otherwise the caller queues the message and rt-send takes the slow path,
-        which knows how to wait, and how to fail. Callers also check that nothing is queued
-        or being sent, so the order of messages is kept.
+        it would not wait: frame the message and write it to the transport. Only when the
+        connection is open, is not under flow control (its transport's buffer above the
+        high-water mark) and sends no fragmented message; otherwise the caller queues the
+        message and rt-send takes the slow path, which knows how to wait, and how to fail.
+        Callers also check that nothing is queued or being sent, so the order of messages is
+        kept. With no extension negotiated and nothing of the protocol's own waiting to be
+        written (a pong, say), the frame is built here (:mod:`gateway.realtime.wsframe`);
+        otherwise by the connection's sans-I/O protocol, as ``send`` would.
         """
         ws = self._send_ws
-        if (ws is None or ws.protocol.state is not State.OPEN or ws.paused
-                or ws.fragmented_send_waiter is not None or ws.transport.is_closing()):
+        if ws is None:
             return False
-        ws.protocol.send_text(text.encode())
+        protocol = ws.protocol
+        if (protocol.state is not State.OPEN or ws.paused or ws.fragmented_send_waiter is not None
+                or protocol.expect_continuation_frame or ws.transport.is_closing()):
+            return False
         try:
-            ws.send_data()
+            if protocol.extensions or protocol.writes:
+                protocol.send_text(message)
+                ws.send_data()
+            else:
+                ws.transport.write(self._frames.frame(message))
         except OSError as exc:
             # What ClientConnection.send does on a write error: drop the connection; rt-recv
             # then sees it closed and reconnects or ends the client.

@@ -12,6 +12,7 @@ are derived once, at import, from the event dataclasses' annotations.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import typing
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ from gateway.realtime.events import (
     Usage,
 )
 
-__all__ = ["ProtocolError", "decode", "encode", "to_wire"]
+__all__ = ["ProtocolError", "append_message", "decode", "encode", "to_wire"]
 
 
 class ProtocolError(RealtimeError):
@@ -65,6 +66,16 @@ class ProtocolError(RealtimeError):
 # --------------------------------------------------------------------------- encode
 
 _APPEND_PREFIX: Final = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_PREFIX_UTF8: Final = _APPEND_PREFIX.encode()
+
+
+def append_message(audio: bytes) -> bytes:
+    """The UTF-8 message of ``input_audio_buffer.append`` with ``audio`` and no event id.
+
+    The same text as ``encode(InputAudioBufferAppend(audio))``, built as bytes for the
+    socket without an event object or a text round trip (caller audio's hot path).
+    """
+    return _APPEND_PREFIX_UTF8 + binascii.b2a_base64(audio, newline=False) + b'"}'
 
 
 def _json_default(value: object) -> object:

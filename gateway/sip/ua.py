@@ -61,6 +61,9 @@ log = logging.getLogger("gateway.sip")
 ANSWER_DEADLINE_S = 45.0
 #: How often the RTP inactivity check reads each call's receive counters.
 _MEDIA_CHECK_S = 1.0
+#: How often unanswered legs are checked against the answer deadline (not on every poll:
+#: with hundreds of calls up, that walked every leg a hundred times a second).
+_EXPIRY_CHECK_S = 0.25
 #: ``libHandleEvents`` timeout with calls up or commands waiting: a queued command (answer,
 #: hang up, REFER...) waits at most this long for the SIP thread.
 _BUSY_POLL_MS: Final = 10
@@ -136,6 +139,7 @@ class SipUserAgent:
         # Bounded by the call slots: one entry per offered call at most.
         self._after_callbacks: deque[Callable[[], None]] = deque()
         self._next_media_check = 0.0
+        self._next_expiry_check = 0.0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_event: Callable[[SipEvent], None] | None = None
@@ -665,6 +669,9 @@ class SipUserAgent:
 
     def _expire_unanswered(self) -> None:
         now = time.monotonic()
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + _EXPIRY_CHECK_S
         for leg in list(self._legs.values()):
             if not leg.answered and now - leg.offered_at > self._answer_deadline_s:
                 self.stats.answer_deadline_expired += 1

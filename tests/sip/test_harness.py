@@ -134,6 +134,18 @@ def test_cancel_while_ringing_gets_487(echo_ua: EchoUa, tmp_path: Path) -> None:
     echo_ua.wait_event("LegEnded", status=487)
 
 
+def test_an_invite_nobody_answers_gets_503_at_the_deadline(tmp_path: Path) -> None:
+    # "ring" users get 180 and are never answered: the SIP thread's deadline must end them.
+    with EchoUa(tmp_path / "ua", answer_deadline_s=1.0) as ua:
+        result = run_sipp("uac_expect_status", ua.address, service="ring", log_dir=tmp_path,
+                          keys={"expected_status": "503"}, timeout_s=15)
+        assert result.ok, result.describe()
+        assert result.final_statuses() == [503]
+        ended = ua.wait_event("LegEnded", status=503)
+        assert ended["status"] == 503
+        ua.process.wait_for_log(lambda log: "not answered within 1 s: 503" in log)
+
+
 def test_caller_bye_ends_the_call(echo_ua: EchoUa, tone_ulaw: Path, tmp_path: Path) -> None:
     result = run_sipp("uac_caller_bye", echo_ua.address, log_dir=tmp_path,
                       keys={"audio_file": str(tone_ulaw)}, timeout_s=10)

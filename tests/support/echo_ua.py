@@ -176,7 +176,8 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     from gateway.sip.ua import SipUserAgent  # pjsua2: only in the script's process
 
-    ua = SipUserAgent(_settings(args), pjsip_log_level=args.pjsip_log_level)
+    ua = SipUserAgent(_settings(args), pjsip_log_level=args.pjsip_log_level,
+                      answer_deadline_s=args.answer_deadline_s)
     agent = EchoAgent(ua, args.answer_delay_ms / 1000, args.refer_to)
     ua.start(loop, agent.on_event)
     try:
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtp-port-range", type=int, default=100)
     parser.add_argument("--max-calls", type=int, default=1)
     parser.add_argument("--answer-delay-ms", type=int, default=0)
+    parser.add_argument("--answer-deadline-s", type=float, default=45.0,
+                        help="an unanswered INVITE gets 503 after this long")
     parser.add_argument("--run-seconds", type=float, default=120.0)
     parser.add_argument("--refer-to", default="sip:agent@127.0.0.1:5090",
                         help="transfer target of refer-MS calls")
@@ -234,12 +237,14 @@ class EchoUa:
         password: The digest password (passed in the environment, never on the command line).
         refer_to: Transfer target of ``refer-MS`` calls.
         run_seconds: Hard bound on its life.
+        answer_deadline_s: An INVITE nobody answers gets 503 after this long.
     """
 
     def __init__(self, run_dir: Path, *, max_calls: int = 1, port: int | None = None,
                  answer_delay_ms: int = 0, registrar: str | None = None, user: str = "gw",
                  password: str | None = None, refer_to: str = "sip:agent@127.0.0.1:5090",
-                 run_seconds: float = 120.0, start_timeout_s: float = 15.0) -> None:
+                 run_seconds: float = 120.0, start_timeout_s: float = 15.0,
+                 answer_deadline_s: float = 45.0) -> None:
         self.port = free_udp_port() if port is None else port
         rtp_slots = 2 * (max_calls + 2)
         self.rtp_port = free_udp_port_block(rtp_slots)
@@ -247,7 +252,8 @@ class EchoUa:
         argv = [sys.executable, "-m", "tests.support.echo_ua", "--port", str(self.port),
                 "--rtp-port", str(self.rtp_port), "--rtp-port-range", str(rtp_slots),
                 "--max-calls", str(max_calls), "--answer-delay-ms", str(answer_delay_ms),
-                "--refer-to", refer_to, "--run-seconds", str(run_seconds)]
+                "--refer-to", refer_to, "--run-seconds", str(run_seconds),
+                "--answer-deadline-s", str(answer_deadline_s)]
         env = {"PYTHONPATH": str(REPO_ROOT)}
         if registrar:
             argv += ["--registrar", registrar, "--user", user]

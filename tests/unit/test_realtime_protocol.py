@@ -34,7 +34,7 @@ from gateway.realtime.events import (
     ServerVad,
     SessionConfig,
 )
-from gateway.realtime.protocol import ProtocolError, decode, encode, to_wire
+from gateway.realtime.protocol import ProtocolError, append_message, decode, encode, to_wire
 
 pytestmark = pytest.mark.unit
 
@@ -216,6 +216,12 @@ def test_audio_append_carries_the_bytes_as_base64() -> None:
     sent = json.loads(encode(ev.InputAudioBufferAppend(pcm)))
     assert sent == {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
     assert base64.b64decode(sent["audio"]) == pcm
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 320, 961])
+def test_the_append_message_bytes_are_the_encoded_append(size: int) -> None:
+    pcm = bytes((i * 37) % 256 for i in range(size))
+    assert append_message(pcm) == encode(ev.InputAudioBufferAppend(pcm)).encode()
 
 
 def test_optional_client_fields_are_omitted_not_null() -> None:
