@@ -207,10 +207,8 @@ class Leg(pj.Call):  # type: ignore[misc]
 
     def read_rtp_quality(self) -> None:
         """Refresh :attr:`rtp_quality` (a last reading as the call ends; never raises)."""
-        if self.media_index is None:
-            return
         try:
-            self.rtp_quality = rtp_quality(self.getStreamStat(self.media_index).rtcp)
+            self.rx_packets()
         except Exception:  # pjsua2.Error: the stream is already gone; keep the last one
             pass
 

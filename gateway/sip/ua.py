@@ -19,6 +19,7 @@ ourselves with 503 and ``Retry-After``, so a full gateway says "try later", not 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import queue
@@ -674,11 +675,14 @@ class SipUserAgent:
         self._next_expiry_check = now + _EXPIRY_CHECK_S
         for leg in list(self._legs.values()):
             if not leg.answered and now - leg.offered_at > self._answer_deadline_s:
-                self.stats.answer_deadline_expired += 1
-                log.error("leg %d not answered within %.0f s: 503", leg.leg_id,
-                          self._answer_deadline_s)
-                self.answer_leg(leg, *rejection_response(
-                    CallRejected("No Answer From Gateway", sip_status=503)))
+                # Each leg guarded: one that pjsua2 refuses must not end the SIP thread.
+                self.guard(functools.partial(self._expire, leg))
+
+    def _expire(self, leg: Leg) -> None:
+        self.stats.answer_deadline_expired += 1
+        log.error("leg %d not answered within %.0f s: 503", leg.leg_id, self._answer_deadline_s)
+        self.answer_leg(leg, *rejection_response(
+            CallRejected("No Answer From Gateway", sip_status=503)))
 
     def _check_media(self) -> None:
         """End calls whose caller stopped sending RTP (vanished without a BYE)."""
@@ -688,17 +692,19 @@ class SipUserAgent:
             return
         self._next_media_check = now + _MEDIA_CHECK_S
         for leg in list(self._legs.values()):
-            if not leg.confirmed or leg.local_hangup or not self.is_current(leg):
-                continue
-            if leg.rtp_watch is None:
-                leg.rtp_watch = RtpWatch(timeout)
-            packets = leg.rx_packets() if leg.expect_rtp else None
-            if leg.rtp_watch.observe(now, packets):
-                self.stats.rtp_timeouts += 1
-                log.warning("leg %d: no RTP from the caller for %.0f s: hanging up",
-                            leg.leg_id, timeout)
-                leg.cause = f"no RTP from the caller for {timeout:g} s"
-                self.end_leg(leg, 200)
+            if leg.confirmed and not leg.local_hangup and self.is_current(leg):
+                self.guard(functools.partial(self._watch_rtp, leg, now, timeout))
+
+    def _watch_rtp(self, leg: Leg, now: float, timeout: float) -> None:
+        if leg.rtp_watch is None:
+            leg.rtp_watch = RtpWatch(timeout)
+        packets = leg.rx_packets() if leg.expect_rtp else None
+        if leg.rtp_watch.observe(now, packets):
+            self.stats.rtp_timeouts += 1
+            log.warning("leg %d: no RTP from the caller for %.0f s: hanging up",
+                        leg.leg_id, timeout)
+            leg.cause = f"no RTP from the caller for {timeout:g} s"
+            self.end_leg(leg, 200)
 
     def leg_confirmed(self, leg: Leg) -> None:
         """A leg reached CONFIRMED; a transfer leg then takes over its call."""
