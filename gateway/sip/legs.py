@@ -205,12 +205,18 @@ class Leg(pj.Call):  # type: ignore[misc]
         self.rtp_quality = rtp_quality(rtcp)
         return int(rtcp.rxStat.pkt)
 
-    def read_rtp_quality(self) -> None:
-        """Refresh :attr:`rtp_quality` (a last reading as the call ends; never raises)."""
-        try:
-            self.rx_packets()
-        except Exception:  # pjsua2.Error: the stream is already gone; keep the last one
-            pass
+    def onStreamDestroyed(self, prm: Any) -> None:
+        """The audio stream is about to go (hangup, the caller's BYE, a re-INVITE).
+
+        The last moment its counters can be read: pjsua destroys the stream before it
+        reports DISCONNECTED, where ``getStreamStat`` fails with ``PJ_EINVAL`` (and pjsip
+        logged a warning for every call that ended).
+        """
+        if prm.streamIdx == self.media_index:
+            self.ua.guard(self._read_rtp_quality)
+
+    def _read_rtp_quality(self) -> None:
+        self.rx_packets()  # keeps rtp_quality
 
     def onCallTransferRequest(self, prm: Any) -> None:
         """The caller sent REFER: refused unless the policy allows the target."""

@@ -754,8 +754,7 @@ class SipUserAgent:
         elif leg.confirmed and status == 408 and reason.startswith("No session refresh"):
             # pjsip's RFC 4028 timer ended a session the peer stopped refreshing.
             leg.cause = leg.cause or "SIP session timer expired (no refresh, RFC 4028)"
-        leg.read_rtp_quality()
-        leg.destroy_port()
+        leg.destroy_port()  # leg.rtp_quality: read as its stream went (onStreamDestroyed)
         leg.gone = True
         if self.relays is not None:
             self.relays.caller_gone(leg)

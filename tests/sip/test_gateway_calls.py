@@ -17,7 +17,13 @@ from gateway.media import g711
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimOptions, SimulatorServer
 from tests.sip.gateway import QUIET_AGENT, place_call, run_gateway
-from tests.sip.observe import gateway_stream, item_audio, played_prefix, stream_payload
+from tests.sip.observe import (
+    call_record,
+    gateway_stream,
+    item_audio,
+    played_prefix,
+    stream_payload,
+)
 from tests.support.audio import (
     read_wav,
     rms_dbfs,
@@ -75,11 +81,12 @@ async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: s
     media_port = free_udp_port_block(4)
     async with SimulatorServer() as sim, \
             run_gateway(tmp_path, sim, sip={"media_port": port_mode}) as gw:
-        with Capture(tmp_path / "rtp.pcap", f"udp and dst port {media_port}") as cap:
+        with Capture(tmp_path / "rtp.pcap", f"udp and port {media_port}") as cap:
             result = await run_sipp_async(scenario, gw.target, log_dir=tmp_path,
                                           media_port=media_port, hold_ms=9000,
                                           keys={"audio_file": str(audio)}, timeout_s=40)
         assert result.ok, result.describe()
+        await gw.wait_log("call record:")
         assert result.final_statuses() == [200]
         session = sim.sessions[0]
         fmt = "audio/pcmu" if law == "ulaw" else "audio/pcma"
@@ -105,8 +112,16 @@ async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: s
         assert rms_dbfs(heard[8000:8000 + 16000 * 2]) > -35
         assert "input_audio_buffer.speech_started" in session.sent_types()
         assert "response.done" in session.sent_types()
-    streams = [s for s in rtp_streams(cap.packets()) if s.packets[0].rtp.pt == pt]
+    all_streams = rtp_streams(cap.packets())
+    streams = [s for s in all_streams if s.dport == media_port and s.packets[0].rtp.pt == pt]
     assert len(streams) == 1
+    # The record counts every packet SIPp sent until its BYE: read as the stream went
+    # (a reading after DISCONNECTED fails, and pjsip logged it as a warning).
+    (from_caller,) = [s for s in all_streams if s.sport == media_port]
+    rx = call_record(gw.log())["rtp"]["rx_packets"]
+    assert len(from_caller.packets) - 3 <= rx <= len(from_caller.packets), \
+        (rx, len(from_caller.packets))
+    assert "get_stream_stat" not in gw.log()
     back = decode_stream(streams[0])
     levels = frames_dbfs(back)
     # While the caller asks (the agent is silent) the gateway sends digital silence...
