@@ -65,8 +65,7 @@ class ProtocolError(RealtimeError):
 
 # --------------------------------------------------------------------------- encode
 
-_APPEND_PREFIX: Final = '{"type":"input_audio_buffer.append","audio":"'
-_APPEND_PREFIX_UTF8: Final = _APPEND_PREFIX.encode()
+_APPEND_PREFIX: Final = b'{"type":"input_audio_buffer.append","audio":"'
 
 
 def append_message(audio: bytes) -> bytes:
@@ -75,7 +74,7 @@ def append_message(audio: bytes) -> bytes:
     The same text as ``encode(InputAudioBufferAppend(audio))``, built as bytes for the
     socket without an event object or a text round trip (caller audio's hot path).
     """
-    return _APPEND_PREFIX_UTF8 + binascii.b2a_base64(audio, newline=False) + b'"}'
+    return _APPEND_PREFIX + binascii.b2a_base64(audio, newline=False) + b'"}'
 
 
 def _json_default(value: object) -> object:
@@ -133,9 +132,9 @@ def encode(event: ClientEvent) -> str:
     """
     if isinstance(event, InputAudioBufferAppend):
         # Hot path, 25-50 times a second per call: base64 text needs no JSON escaping.
-        audio = base64.b64encode(event.audio).decode("ascii")
         if event.event_id is None:
-            return _APPEND_PREFIX + audio + '"}'
+            return append_message(event.audio).decode("ascii")
+        audio = base64.b64encode(event.audio).decode("ascii")
         return (
             '{"type":"input_audio_buffer.append","event_id":'
             + json.dumps(event.event_id, ensure_ascii=False)

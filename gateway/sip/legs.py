@@ -213,10 +213,7 @@ class Leg(pj.Call):  # type: ignore[misc]
         logged a warning for every call that ended).
         """
         if prm.streamIdx == self.media_index:
-            self.ua.guard(self._read_rtp_quality)
-
-    def _read_rtp_quality(self) -> None:
-        self.rx_packets()  # keeps rtp_quality
+            self.ua.guard(self.rx_packets)  # keeps rtp_quality
 
     def onCallTransferRequest(self, prm: Any) -> None:
         """The caller sent REFER: refused unless the policy allows the target."""

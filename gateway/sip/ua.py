@@ -531,8 +531,8 @@ class SipUserAgent:
                 return
             self.guard(command)
 
-    def guard(self, fn: Callable[[], None]) -> None:
-        """Run a callback body; nothing may propagate into pjsua2."""
+    def guard(self, fn: Callable[[], object]) -> None:
+        """Run a callback body (its result is ignored); nothing may propagate into pjsua2."""
         try:
             fn()
         except Exception:
