@@ -47,8 +47,7 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.record_path = record
         self.player: Any = None
         self.recorder: Any = None
-        self.keepalive: Any = None
-        self.silence_path: str | None = None
+        self.source_path: str | None = None
         self.disconnected = False
 
     def onCallState(self, prm: Any) -> None:
@@ -70,22 +69,20 @@ class _Call(pj.Call):  # type: ignore[misc]
                 continue
             audio = self.getAudioMedia(index)
             self.report.codec = str(self.getStreamInfo(index).codecName)
-            if self.keepalive is None and self.silence_path is not None:
-                # A phone streams RTP all call long; with no source on the call port pjmedia
-                # stops sending after about a second, and queued DTMF would never leave.
-                self.keepalive = pj.AudioMediaPlayer()
-                self.keepalive.createPlayer(self.silence_path, 0)  # 0 = loop
-                self.keepalive.startTransmit(audio)
             if self.record_path and self.recorder is None:
                 self.recorder = pj.AudioMediaRecorder()
                 self.recorder.createRecorder(self.record_path)
                 audio.startTransmit(self.recorder)
                 self.report.record_started_at = time.monotonic()
-            if self.play_path and self.player is None:
+            if self.source_path is not None and self.player is None:
+                # One player for the whole call: the --play audio, then silence, because a
+                # phone streams RTP all call long (with no source on the call port pjmedia
+                # stops sending after about a second, and queued DTMF would never leave).
                 self.player = pj.AudioMediaPlayer()
-                self.player.createPlayer(self.play_path, pj.PJMEDIA_FILE_NO_LOOP)
+                self.player.createPlayer(self.source_path, pj.PJMEDIA_FILE_NO_LOOP)
                 self.player.startTransmit(audio)
-                self.report.play_started_at = time.monotonic()
+                if self.play_path:
+                    self.report.play_started_at = time.monotonic()
             return
 
 
@@ -159,16 +156,49 @@ def _run_call(ep: Any, account: Any, report: CallReport, play: str | None, recor
               dtmf_after_s: float) -> None:
     call = _Call(account, report, play, record)
     with tempfile.TemporaryDirectory(prefix="gateway-call-") as tmp:
-        call.silence_path = _write_silence(os.path.join(tmp, "silence.wav"))
+        # Outlasts the call: media can start with early media, before the answer wait.
+        call.source_path = write_call_audio(os.path.join(tmp, "source.wav"), play,
+                                            answer_timeout_s + duration_s + _TEARDOWN_S + 2.0)
         _drive(ep, call, report, duration_s, answer_timeout_s, dtmf, dtmf_after_s)
 
 
-def _write_silence(path: str) -> str:
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(bytes(16000))  # 1 s
+_TEARDOWN_S = 3.0  # how long _drive waits for the far end's answer to our BYE
+_WAV_HEADER = 44
+_WAV_MAX_DATA = 0xFFFF_FFFF - 36  # the RIFF size fields are 32-bit
+
+
+def write_call_audio(path: str, play: str | None, seconds: float) -> str:
+    """Write the caller's one source: ``play``'s audio (if any), then silence to ``seconds``.
+
+    A player must never reach its end while the call is being torn down: pjsua2 delivers a
+    player's end-of-file callback on the media event thread with a pointer to the
+    ``AudioMediaPlayer``, which may already be freed by then (the conference bridge keeps
+    reading the port until its asynchronous removal runs). A looped one-second silence hit
+    that about twice in a hundred calls and the caller died of SIGSEGV. So the file is long
+    enough never to end during the call; the silence is a hole in a sparse file, so it costs
+    no disk. A ``play`` file Python's ``wave`` cannot read (not PCM) is played as it is.
+    """
+    channels, width, rate, frames = 1, 2, 8000, b""
+    if play:
+        try:
+            with wave.open(play, "rb") as src:
+                channels, width, rate = src.getnchannels(), src.getsampwidth(), src.getframerate()
+                frames = src.readframes(src.getnframes())
+        except (wave.Error, EOFError):
+            return play
+    frame_bytes = channels * width
+    total = max(len(frames), int(seconds * rate) * frame_bytes)
+    total = min(total, _WAV_MAX_DATA - _WAV_MAX_DATA % frame_bytes)
+    header = b"".join((
+        b"RIFF", (36 + total).to_bytes(4, "little"), b"WAVEfmt ",
+        (16).to_bytes(4, "little"), (1).to_bytes(2, "little"), channels.to_bytes(2, "little"),
+        rate.to_bytes(4, "little"), (rate * frame_bytes).to_bytes(4, "little"),
+        frame_bytes.to_bytes(2, "little"), (width * 8).to_bytes(2, "little"),
+        b"data", total.to_bytes(4, "little")))
+    with open(path, "wb") as out:
+        out.write(header)
+        out.write(frames[:total])
+        out.truncate(_WAV_HEADER + total)
     return path
 
 
@@ -191,10 +221,9 @@ def _drive(ep: Any, call: _Call, report: CallReport, duration_s: float,
             report.ended_by = "local"
             call.hangup(pj.CallOpParam(True))
             break
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + _TEARDOWN_S
     while not call.disconnected and time.monotonic() < deadline:
         ep.libHandleEvents(10)
     # Stop media objects before the call object goes (pjsua2-notes §4.2, §5.6).
     call.player = None
     call.recorder = None
-    call.keepalive = None
