@@ -102,12 +102,18 @@ async def test_caller_is_heard_and_the_agent_answers(tmp_path: Path, scenario: s
         if port_mode == "auto":
             # The native port is sample-exact: G.711 decoded by pjmedia and encoded again in
             # C gives back what SIPp sent (as samples: μ-law's two codes of zero, 0x7F and
-            # 0xFF, both come back as 0xFF). Not asserted on the Python port, whose frame
-            # callbacks wait for the GIL on the clock thread and can lose a frame under load
-            # (seen once in CI).
+            # 0xFF, both come back as 0xFF). Frame by frame: on a loaded host pjmedia's
+            # jitter buffer may drop or conceal a 20 ms frame of a burst (twice in about 35
+            # runs), which broke a check on the whole 2 s as one run. Not asserted on the
+            # Python port, whose frame callbacks wait for the GIL on the clock thread and can
+            # lose frames under load (seen in CI).
             spoken = audio.read_bytes()[4000:4000 + 8000 * 2]  # 2 s from the start of speech
             decode = g711.ulaw_decode if law == "ulaw" else g711.alaw_decode
-            assert decode(spoken) in heard
+            voiced = [(i, f) for i in range(0, len(spoken), 160)
+                      if rms_dbfs(f := decode(spoken[i:i + 160])) > -50]
+            missing = [i // 160 for i, f in voiced if f not in heard]
+            assert len(voiced) >= 50 and len(missing) <= 2, \
+                f"{len(missing)} of {len(voiced)} voiced frames not found verbatim: {missing}"
         assert speech_like(heard[8000:8000 + 16000 * 2])
         assert rms_dbfs(heard[8000:8000 + 16000 * 2]) > -35
         assert "input_audio_buffer.speech_started" in session.sent_types()
