@@ -32,6 +32,7 @@ from gateway.agents.http_tool import HttpToolClient
 from gateway.agents.runner import ToolOutcome
 from gateway.agents.service import ToolService
 from gateway.agents.spec import BuiltinTool, GuardrailSpec, HttpTool, ToolSpec
+from gateway.calls.record import AgentActivity
 from gateway.calls.turns import TurnMeter
 from gateway.calls.usage import UsageMeter, cost_usd
 from gateway.dialplan.router import RouteDecision
@@ -127,22 +128,6 @@ class AgentServices:
     http: HttpToolClient | None = None
 
 
-class ActivityRecord(Protocol):
-    """The fields of a call record that :meth:`ActivityLog.fill_record` sets."""
-
-    tool_calls: list[dict[str, Any]]
-    handoffs: list[dict[str, object]]
-    guardrail_events: list[dict[str, object]]
-    dtmf_digits: int
-    transcript: list[dict[str, Any]]
-    model: str | None
-    usage: dict[str, int]
-    cost_usd: float | None
-    turn_latency_ms: list[int]
-    first_audio_at: float | None
-    realtime_errors: dict[str, int]
-
-
 @dataclass
 class ActivityLog:
     """What the agent did on the call, for the call record (no call content).
@@ -164,7 +149,7 @@ class ActivityLog:
     turns: TurnMeter = field(default_factory=TurnMeter)
     listener: Callable[[str, Mapping[str, Any]], None] | None = None
 
-    def fill_record(self, record: ActivityRecord, model: str | None) -> None:
+    def fill_record(self, record: AgentActivity, model: str | None) -> None:
         """Copy what the agent did into a call's record (a SIP call's or a sideband call's).
 
         Also sets ``model``, the tokens it used and what they cost.

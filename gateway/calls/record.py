@@ -17,11 +17,38 @@ from typing import Any
 from gateway.calls.redact import log_view
 from gateway.media.channel import MediaChannel
 
-__all__ = ["CallRecord", "OutboundCall", "media_counters", "outbound_end"]
+__all__ = ["AgentActivity", "CallRecord", "OutboundCall", "media_counters", "outbound_end"]
+
+
+@dataclass(kw_only=True)
+class AgentActivity:
+    """What the agent did on a call, the part both kinds of call record keep.
+
+    They are a SIP worker's call (:class:`CallRecord`) and a sideband call
+    (``gateway.calls.sideband.SidebandRecord``). Filled by ``ActivityLog.fill_record``.
+    Keyword-only, so each record's own fields keep their places in its constructor.
+    """
+
+    responses: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    handoffs: list[dict[str, object]] = field(default_factory=list)
+    guardrail_events: list[dict[str, object]] = field(default_factory=list)
+    dtmf_digits: int = 0
+    #: The Realtime model, its tokens by kind and what they cost (``None``: no known price).
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    #: Speech stop -> first agent audio, ms (:mod:`gateway.calls.turns`); first agent audio
+    #: (wall clock); Realtime ``error`` events by code.
+    turn_latency_ms: list[int] = field(default_factory=list)
+    first_audio_at: float | None = None
+    realtime_errors: dict[str, int] = field(default_factory=dict)
+    #: Caller and agent turns (call content: never in the log line without call_content).
+    transcript: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
-class CallRecord:
+class CallRecord(AgentActivity):
     """What happened on a call (kept by the manager; later persisted)."""
 
     leg_id: int
@@ -39,11 +66,6 @@ class CallRecord:
     rt_session_id: str | None = None
     barge_ins: int = 0
     truncates: int = 0
-    responses: int = 0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    handoffs: list[dict[str, object]] = field(default_factory=list)
-    guardrail_events: list[dict[str, object]] = field(default_factory=list)
-    dtmf_digits: int = 0
     #: Realtime continuity: connections dropped, sessions reconnected, rotated, apologies said.
     realtime: dict[str, int] = field(default_factory=lambda: {
         "drops": 0, "reconnects": 0, "rotations": 0, "apologies": 0})
@@ -52,17 +74,6 @@ class CallRecord:
     media: dict[str, int] = field(default_factory=dict)
     #: RTP quality of the audio stream: packets, loss, jitter (``gateway.sip.legs``).
     rtp: dict[str, float] = field(default_factory=dict)
-    #: The Realtime model, its tokens by kind and what they cost (``None``: no known price).
-    model: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    #: Speech stop -> first agent audio, ms (:mod:`gateway.calls.turns`); first agent audio
-    #: (wall clock); Realtime ``error`` events by code.
-    turn_latency_ms: list[int] = field(default_factory=list)
-    first_audio_at: float | None = None
-    realtime_errors: dict[str, int] = field(default_factory=dict)
-    #: Caller and agent turns (call content: never in the log line without call_content).
-    transcript: list[dict[str, Any]] = field(default_factory=list)
     #: A ``recording:`` route's file (path, format, channels, sample_rate, duration_s, bytes)
     #: or ``{"error": ...}``; ``None`` when the route does not record.
     recording: dict[str, Any] | None = None

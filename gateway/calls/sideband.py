@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 
 from gateway.calls.agent import sip_session_config
 from gateway.calls.conversation import AgentServices, CallAgent, TransferResult, say_exactly
+from gateway.calls.record import AgentActivity
 from gateway.calls.session import BENIGN_ERRORS
 from gateway.dialplan.router import RouteDecision
 from gateway.errors import RealtimeError
@@ -53,7 +54,7 @@ FAREWELL_WAIT_S: Final = 15.0
 
 
 @dataclass
-class SidebandRecord:
+class SidebandRecord(AgentActivity):
     """What happened on a call run over a sideband (the ``call record:`` log line)."""
 
     call_id: str
@@ -68,20 +69,6 @@ class SidebandRecord:
     end_reason: str = ""
     rejected: int | None = None
     referred_to: str | None = None
-    responses: int = 0
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    handoffs: list[dict[str, object]] = field(default_factory=list)
-    guardrail_events: list[dict[str, object]] = field(default_factory=list)
-    dtmf_digits: int = 0
-    model: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    #: Speech stop -> first agent audio, ms (:mod:`gateway.calls.turns`); first agent audio
-    #: (wall clock); Realtime ``error`` events by code.
-    turn_latency_ms: list[int] = field(default_factory=list)
-    first_audio_at: float | None = None
-    realtime_errors: dict[str, int] = field(default_factory=dict)
-    transcript: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     #: For a ``recording:`` route: why there is no file (the audio never reaches us).
