@@ -26,7 +26,7 @@ from tests.support.capture import Capture
 from tests.support.echo_ua import EchoUa
 from tests.support.kamailio import TEST_PASSWORD, Kamailio
 from tests.support.procs import free_udp_port, free_udp_port_block, wait_for_port
-from tests.support.rawsip import RawSipPeer, SipMsg, sdp_offer
+from tests.support.rawsip import RawSipPeer, sdp_offer
 from tests.support.rtp import (
     RtpStream,
     decode_stream,
@@ -147,19 +147,6 @@ def test_an_invite_nobody_answers_gets_503_at_the_deadline(tmp_path: Path) -> No
         ua.process.wait_for_log(lambda log: "not answered within 1 s: 503" in log)
 
 
-def _answer(peer: RawSipPeer, invite: SipMsg, status: int, reason: str, to_tag: str,
-            body: str = "") -> None:
-    """A response to SIPp's INVITE with our To tag and Contact, and ``body`` as SDP."""
-    lines = [f"SIP/2.0 {status} {reason}", *(f"Via: {v}" for v in invite.headers("Via")),
-             f"From: {invite.header('From')}", f"To: {invite.header('To')};tag={to_tag}",
-             f"Call-ID: {invite.header('Call-ID')}", f"CSeq: {invite.header('CSeq')}",
-             f"Contact: <sip:raw@{peer.host}:{peer.port}>"]
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body.encode())}")
-    peer.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), invite.source)
-
-
 def test_a_180_that_arrives_after_the_200_does_not_abort_the_caller(
         tone_ulaw: Path, tmp_path: Path) -> None:
     # The Kamailio front's UDP workers relay a worker's 180 and 200 in parallel, so the 180
@@ -169,8 +156,10 @@ def test_a_180_that_arrives_after_the_200_does_not_abort_the_caller(
                        media_port=free_udp_port_block(4), hold_ms=1000,
                        keys={"audio_file": str(tone_ulaw)}, timeout_s=15) as sipp:
         invite = uas.expect(lambda m: m.method == "INVITE" and m.status is None)
-        _answer(uas, invite, 200, "OK", "late180", sdp_offer(free_udp_port_block(2)))
-        _answer(uas, invite, 180, "Ringing", "late180")
+        contact = (f"Contact: <sip:raw@{uas.host}:{uas.port}>",)
+        uas.respond(invite, 200, "OK", to_tag="late180", headers=contact,
+                    body=sdp_offer(free_udp_port_block(2)))
+        uas.respond(invite, 180, "Ringing", to_tag="late180", headers=contact)
         uas.expect(lambda m: m.method == "ACK")
         bye = uas.expect(lambda m: m.method == "BYE" and m.status is None)
         uas.respond(bye, 200, "OK")

@@ -172,17 +172,24 @@ class RawSipPeer:
                 out.append(msg)
         return out
 
-    def respond(self, request: SipMsg, status: int, reason: str) -> None:
-        """Answer ``request`` (copying Via, From, To, Call-ID, CSeq)."""
+    def respond(self, request: SipMsg, status: int, reason: str, *, to_tag: str | None = None,
+                headers: tuple[str, ...] = (), body: str = "") -> None:
+        """Answer ``request`` (copying Via, From, To, Call-ID, CSeq).
+
+        The To tag is ``to_tag``, else a new one (none on a 100); ``body`` goes as SDP.
+        """
         lines = [f"SIP/2.0 {status} {reason}"]
         lines += [f"Via: {v}" for v in request.headers("Via")]
         to = request.header("To") or ""
         if status > 100 and ";tag=" not in to:
-            to += f";tag=raw{next(_ids)}"
+            to += f";tag={to_tag or f'raw{next(_ids)}'}"
         lines += [f"From: {request.header('From')}", f"To: {to}",
                   f"Call-ID: {request.header('Call-ID')}", f"CSeq: {request.header('CSeq')}",
-                  "Content-Length: 0", "", ""]
-        self.sock.sendto("\r\n".join(lines).encode(), request.source)
+                  *headers]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), request.source)
 
     def request_text(self, method: str, uri: str, *, call_id: str, from_tag: str,
                      to: str, cseq: int, branch: str | None = None, body: str = "",
