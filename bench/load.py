@@ -104,12 +104,8 @@ from bench.report import (
 from bench.turns import level_turns
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import (
-    ManagedProcess,
-    free_tcp_port,
-    free_udp_port_block,
-    wait_for_port,
-)
+from tests.support.ports import free_tcp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess, wait_for_port
 from tests.support.sipp import SippProcess, start_sipp
 
 REPO = Path(__file__).resolve().parents[1]

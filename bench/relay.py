@@ -86,7 +86,8 @@ from bench.metrics import (
 )
 from bench.report import GroupUsage, detect_binding, machine_info
 from tests.support.capture import Capture
-from tests.support.procs import free_tcp_port, wait_for_port
+from tests.support.ports import free_tcp_port
+from tests.support.procs import wait_for_port
 from tests.support.sipp import SippProcess, start_sipp
 from tests.support.tls import self_signed
 

@@ -38,7 +38,8 @@ from types import FrameType
 
 from bench.metrics import child_pid, rss_kb
 from bench.report import machine_info
-from tests.support.procs import ManagedProcess, free_tcp_port, wait_for_port
+from tests.support.ports import free_tcp_port
+from tests.support.procs import ManagedProcess, wait_for_port
 from tests.support.soak import (
     MAX_CONCURRENT,
     REPO,

@@ -78,7 +78,8 @@ from bench.metrics import (
 )
 from bench.report import machine_info
 from bench.webhooksim import AGENT_INSTRUCTIONS, READY_PREFIX, RELEASE_PREFIX, RESULTS_FILE
-from tests.support.procs import ManagedProcess, free_tcp_port, free_udp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = [sys.executable, "-m", "gateway"]

@@ -27,8 +27,8 @@ from gateway.records.postgres import PostgresStore
 from gateway.records.store import RecordStoreError
 from gateway.records.writer import RecordWriter
 from tests.conftest import scaled
+from tests.support.ports import free_tcp_port
 from tests.support.postgres import PASSWORD, PostgresServer, running_postgres
-from tests.support.procs import free_tcp_port
 from tests.support.records import T0, WorkerSide, bridged_call, sideband_record, worker_record
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(90)]

@@ -31,7 +31,7 @@ from tests.docker.podman import (
 )
 from tests.support.audio import rms_dbfs, silence_pcm16, speech_like, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_tcp_port, free_udp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, rtp_streams
 from tests.support.sipp import run_sipp
 

@@ -22,7 +22,7 @@ from gateway.front.kamailio import KamailioFront
 from gateway.front.spec import FrontSpec, Listen, Worker
 from tests.conftest import scaled
 from tests.support.frontsip import FakeWorker
-from tests.support.procs import free_udp_port
+from tests.support.ports import free_udp_port
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 

@@ -26,7 +26,8 @@ import yaml
 
 from gateway.sim.server import SimulatorServer
 from tests.conftest import scaled
-from tests.support.procs import ManagedProcess, free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = [sys.executable, "-m", "gateway"]

@@ -35,7 +35,7 @@ from tests.sip.observe import (
 )
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711, write_wav
 from tests.support.capture import Capture
-from tests.support.procs import free_udp_port_block
+from tests.support.ports import free_udp_port_block
 from tests.support.rtp import rtp_streams
 from tests.support.sipp import run_sipp_async
 

@@ -24,7 +24,7 @@ from tests.sip.observe import call_record
 from tests.support.audio import read_wav, speech_like
 from tests.support.capture import Capture
 from tests.support.echo_ua import EchoUa
-from tests.support.procs import free_tcp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port_block
 from tests.support.rawsip import Dialog, RawSipPeer, RtpSender, SipMsg, media_address, sdp_offer
 from tests.support.sipp import run_sipp_async
 

@@ -18,7 +18,7 @@ from gateway.sim.server import SimOptions, SimulatorServer
 from tests.sip.gateway import run_gateway
 from tests.support.audio import silence_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_udp_port_block
+from tests.support.ports import free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.conftest import scaled
-from tests.support.procs import ManagedProcess, free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(180)]
 

@@ -34,7 +34,7 @@ from tests.support.audio import (
     write_wav,
 )
 from tests.support.capture import Capture
-from tests.support.procs import free_udp_port_block
+from tests.support.ports import free_udp_port_block
 from tests.support.rtp import decode_stream, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 

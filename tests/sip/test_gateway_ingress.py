@@ -14,7 +14,7 @@ from tests.sip.gateway import GATEWAY, QUIET_AGENT, REPO, Gateway, place_call, r
 from tests.support.audio import silence_pcm16, speech_like, write_g711
 from tests.support.capture import Capture
 from tests.support.kamailio import TEST_PASSWORD, Kamailio
-from tests.support.procs import free_tcp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, rtp_streams
 from tests.support.sipp import run_sipp_async
 from tests.support.tls import self_signed

@@ -25,7 +25,8 @@ from tests.support.audio import (
 from tests.support.capture import Capture
 from tests.support.echo_ua import EchoUa
 from tests.support.kamailio import TEST_PASSWORD, Kamailio
-from tests.support.procs import free_udp_port, free_udp_port_block, wait_for_port
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import wait_for_port
 from tests.support.rawsip import RawSipPeer, sdp_offer
 from tests.support.rtp import (
     RtpStream,

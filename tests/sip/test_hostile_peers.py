@@ -24,7 +24,7 @@ from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import Gateway, place_call, run_gateway
 from tests.sip.observe import call_record
 from tests.support.audio import silence_pcm16, write_g711
-from tests.support.procs import free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
 from tests.support.rawsip import Dialog, RawSipPeer, RtpSender, SipMsg, media_address, sdp_offer
 from tests.support.sipp import run_sipp_async, start_sipp
 

@@ -32,7 +32,7 @@ from tests.sip.gateway import Gateway, control_get as _get, run_gateway, wait_un
 from tests.support.audio import silence_pcm16, write_g711
 from tests.support.capture import Capture
 from tests.support.frontsip import Dialog, FakeWorker, SipEndpoint
-from tests.support.procs import free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 from tests.support.upstream import UpstreamKamailio, render_upstream_cli

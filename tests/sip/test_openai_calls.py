@@ -21,7 +21,7 @@ from gateway.sim.options import SimOptions
 from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import run_gateway
-from tests.support.procs import free_tcp_port
+from tests.support.ports import free_tcp_port
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(90)]
 
@@ -144,7 +144,7 @@ async def test_a_sipp_caller_dials_openai_and_hears_the_gateways_agent(tmp_path:
     sideband agent; the greeting comes back to SIPp as RTP, the caller's BYE ends it."""
     from tests.support.audio import silence_pcm16, write_g711
     from tests.support.capture import Capture
-    from tests.support.procs import free_udp_port_block
+    from tests.support.ports import free_udp_port_block
     from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
     from tests.support.sipp import start_sipp
 

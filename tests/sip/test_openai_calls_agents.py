@@ -34,7 +34,7 @@ from gateway.sim.tts import synthesize
 from tests.sip.gateway import Gateway, run_gateway
 from tests.support.audio import silence_pcm16, tone_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_tcp_port, free_udp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port, free_udp_port_block
 from tests.support.rtp import frame_dbfs, looks_like_rtp, parse_rtp
 from tests.support.sipp import start_sipp
 

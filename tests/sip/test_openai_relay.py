@@ -26,7 +26,7 @@ from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import Gateway, control_get, run_gateway, wait_until
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_tcp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 from tests.support.tls import self_signed

@@ -24,7 +24,7 @@ from gateway.sim.scenario import parse_scenarios
 from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import control_get, control_post, run_gateway, wait_until
 from tests.support.echo_ua import EchoUa
-from tests.support.procs import free_tcp_port
+from tests.support.ports import free_tcp_port
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(90)]
 

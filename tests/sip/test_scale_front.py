@@ -36,7 +36,7 @@ from tests.sip.gateway import (
 from tests.sip.test_capacity import GREETING_AGENT
 from tests.support.audio import read_wav, rms_dbfs, silence_pcm16, speech_pcm16, write_g711
 from tests.support.capture import Capture
-from tests.support.procs import free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 
@@ -365,7 +365,7 @@ async def test_tools_run_in_the_control_process_pool_never_in_a_worker(
 async def test_a_tls_caller_reaches_an_agent_through_the_front(tmp_path: Path) -> None:
     """The front listens on TLS (Kamailio's tls module) and relays to UDP workers."""
     from tests.sip.gateway import GATEWAY, REPO
-    from tests.support.procs import free_tcp_port, free_udp_port
+    from tests.support.ports import free_tcp_port, free_udp_port
     from tests.support.tls import self_signed
 
     cert, key = await asyncio.to_thread(self_signed, tmp_path)

@@ -24,7 +24,7 @@ from gateway.sim.server import SimulatorServer
 from tests.sip.gateway import GATEWAY, Gateway, control_post, run_gateway, wait_until
 from tests.sip.test_agents_concierge import TO_QUOTES, TO_SCHEDULING, _plan_text, chain_book
 from tests.support.audio import silence_pcm16, speech_pcm16, write_g711
-from tests.support.procs import free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
 from tests.support.sipp import start_sipp
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]

@@ -32,7 +32,7 @@ from tests.component.test_sim_calls import AUTH, SECRET, Receiver, sdk
 from tests.conftest import scaled
 from tests.support.audio import read_wav, silence_pcm16, tone_pcm16, write_g711, write_wav
 from tests.support.capture import Capture
-from tests.support.procs import free_tcp_port, free_udp_port_block
+from tests.support.ports import free_tcp_port, free_udp_port_block
 from tests.support.rtp import decode_stream, frame_dbfs, rtp_streams
 from tests.support.sipp import run_sipp_async, start_sipp
 from tests.support.tls import self_signed

@@ -45,13 +45,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import AccountSettings, Secret, SipSettings, TransportSettings
 from gateway.sip.events import IncomingCall, LegEnded, SipEvent, TransferProgress
-from tests.support.procs import (
-    POLL_S,
-    ManagedProcess,
-    ProcessError,
-    free_udp_port,
-    free_udp_port_block,
-)
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import POLL_S, ManagedProcess, ProcessError
 
 if TYPE_CHECKING:
     from gateway.sip.ua import SipUserAgent

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.support.procs import POLL_S, ManagedProcess, ProcessError, free_udp_port
+from tests.support.ports import free_udp_port
+from tests.support.procs import POLL_S, ManagedProcess, ProcessError
 
 #: The config template.
 CONFIG_TEMPLATE = Path(__file__).with_name("kamailio.cfg")

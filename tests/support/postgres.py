@@ -29,7 +29,8 @@ from pathlib import Path
 import psycopg
 
 from tests.conftest import scaled
-from tests.support.procs import ManagedProcess, ProcessError, free_tcp_port
+from tests.support.ports import free_tcp_port
+from tests.support.procs import ManagedProcess, ProcessError
 
 __all__ = ["PostgresServer", "find_bin_dir", "running_postgres"]
 

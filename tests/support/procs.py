@@ -41,49 +41,6 @@ class ProcessError(RuntimeError):
     """A managed process exited early or did not become ready in time."""
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port that is free right now on ``host`` (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host`` (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_udp_port_block(count: int = 4, host: str = "127.0.0.1") -> int:
-    """An even UDP port ``p`` such that ``p .. p+count-1`` are all free right now.
-
-    RTP peers use a block: SIPp's ``-mp`` port plus RTCP and video ports, pjsua RTP+RTCP pairs.
-
-    Raises:
-        ProcessError: No free block was found after many tries.
-    """
-    for _ in range(200):
-        base = free_udp_port(host) & ~1
-        if base + count > 65535 or base < 1024:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise ProcessError(f"no block of {count} free UDP ports found")
-
-
 def _hex_addr(host: str, port: int) -> tuple[str, str]:
     packed = socket.inet_aton(host)
     return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}", f"00000000:{port:04X}"

@@ -34,7 +34,8 @@ from types import TracebackType
 from typing import Literal, Self
 from xml.sax.saxutils import escape
 
-from tests.support.procs import ManagedProcess, ProcessError, free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess, ProcessError
 
 #: The scenarios directory of this repository.
 SIPP_DIR = Path(__file__).resolve().parents[2] / "sipp"

@@ -29,7 +29,8 @@ from typing import Self
 
 import yaml
 
-from tests.support.procs import ManagedProcess, free_udp_port, free_udp_port_block
+from tests.support.ports import free_udp_port, free_udp_port_block
+from tests.support.procs import ManagedProcess
 from tests.support.sipp import SippResult, start_sipp
 
 REPO = Path(__file__).resolve().parents[2]
