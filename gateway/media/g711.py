@@ -30,7 +30,7 @@ def _build_ulaw_decode() -> npt.NDArray[np.int16]:
     exponent = (code >> 4) & 0x07
     mantissa = code & 0x0F
     magnitude = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+    return np.where(sign != 0, -magnitude, magnitude).astype("<i2")
 
 
 def _build_ulaw_encode() -> npt.NDArray[np.uint8]:
@@ -50,7 +50,7 @@ def _build_alaw_decode() -> npt.NDArray[np.int16]:
     t = (code & 0x0F) << 4
     t = np.where(seg == 0, t + 8, t + 0x108)
     t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
-    return np.where(code & 0x80, t, -t).astype(np.int16)
+    return np.where(code & 0x80, t, -t).astype("<i2")
 
 
 def _build_alaw_encode() -> npt.NDArray[np.uint8]:
@@ -85,7 +85,7 @@ def ulaw_encode(pcm16: bytes) -> bytes:
 
 def ulaw_decode(ulaw: bytes) -> bytes:
     """Decode μ-law bytes to little-endian PCM16."""
-    return ULAW_TO_PCM16[np.frombuffer(ulaw, dtype=np.uint8)].astype("<i2").tobytes()
+    return ULAW_TO_PCM16[np.frombuffer(ulaw, dtype=np.uint8)].tobytes()  # table is "<i2"
 
 
 def alaw_encode(pcm16: bytes) -> bytes:
@@ -95,4 +95,4 @@ def alaw_encode(pcm16: bytes) -> bytes:
 
 def alaw_decode(alaw: bytes) -> bytes:
     """Decode A-law bytes to little-endian PCM16."""
-    return ALAW_TO_PCM16[np.frombuffer(alaw, dtype=np.uint8)].astype("<i2").tobytes()
+    return ALAW_TO_PCM16[np.frombuffer(alaw, dtype=np.uint8)].tobytes()  # table is "<i2"

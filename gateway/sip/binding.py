@@ -57,11 +57,16 @@ class Binding:
         return max(1, self.call_slots - spare)
 
 
-def detect(ep: Any) -> Binding:
-    """Describe the binding of the created endpoint ``ep`` (after ``libInit``)."""
+def installed() -> tuple[Literal["source", "wheel"], str]:
+    """Which ``pjsua2`` is installed: its kind and distribution (no import of pjsua2)."""
     dists = importlib.metadata.packages_distributions().get("pjsua2", [])
     distribution = dists[0] if dists else "unknown"
-    kind: Literal["source", "wheel"] = "wheel" if distribution == WHEEL_DISTRIBUTION else "source"
+    return ("wheel" if distribution == WHEEL_DISTRIBUTION else "source"), distribution
+
+
+def detect(ep: Any) -> Binding:
+    """Describe the binding of the created endpoint ``ep`` (after ``libInit``)."""
+    kind, distribution = installed()
     try:
         version = str(ep.libVersion().full)
     except Exception:  # an endpoint that is not up yet

@@ -38,6 +38,7 @@ from gateway.media.channel import MediaChannel
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import binding, message
 from gateway.sip._pj import create_endpoint, error_text, pj
+from gateway.sip.doorbell import Doorbell
 from gateway.sip.events import (
     CallerRefer,
     CallRefused,
@@ -65,9 +66,13 @@ _MEDIA_CHECK_S = 1.0
 #: How often unanswered legs are checked against the answer deadline (not on every poll:
 #: with hundreds of calls up, that walked every leg a hundred times a second).
 _EXPIRY_CHECK_S = 0.25
-#: ``libHandleEvents`` timeout with calls up or commands waiting: a queued command (answer,
-#: hang up, REFER...) waits at most this long for the SIP thread.
+#: ``libHandleEvents`` timeout with calls up or commands waiting, when there is no UDP
+#: transport to ring (``gateway/sip/doorbell.py``): a queued command (answer, hang up,
+#: REFER...) waits at most this long for the SIP thread.
 _BUSY_POLL_MS: Final = 10
+#: ... and when there is one: the bell wakes the thread for a command at once, so the poll
+#: only paces the periodic checks (answer deadline 0.25 s, level meters 4 Hz).
+_RUNG_POLL_MS: Final = 50
 #: ... and with neither: an idle worker wakes 10 times a second, not 100 (a command queued
 #: then, e.g. a registration change, waits up to this long).
 _IDLE_POLL_MS: Final = 100
@@ -117,13 +122,18 @@ class SipUserAgent:
         log_content: Whether logs may show call content (REFER targets).
         front: The SIP front this worker sits behind, if any.
         relay: How relay legs to OpenAI's SIP endpoint are placed; ``None``: no relays.
+        poll_ms: The SIP thread's longest wait in ``libHandleEvents`` with calls up
+            (default: 50 ms when a UDP transport carries the doorbell, else 10 ms).
     """
 
     def __init__(self, settings: SipSettings, *, playout_capacity_ms: int = 120_000,
                  pjsip_log_level: int = 1, answer_deadline_s: float = ANSWER_DEADLINE_S,
                  log_content: bool = False, front: FrontTrust | None = None,
-                 relay: RelayConfig | None = None) -> None:
+                 relay: RelayConfig | None = None, poll_ms: int | None = None) -> None:
         self.settings = settings
+        self._poll_ms = poll_ms
+        #: Rung by ``_submit`` so the SIP thread takes a command at once; None without UDP.
+        self.doorbell: Doorbell | None = None
         #: Relayed calls (``relay:`` routes), when webhook calls are on.
         self.relays = Relays(self, relay) if relay is not None else None
         #: The SIP front this worker sits behind, if any: its requests carry the real source.
@@ -188,6 +198,7 @@ class SipUserAgent:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Hang up every call, unregister, destroy the endpoint and join the thread."""
         self._stopping.set()
+        self._ring()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -329,6 +340,11 @@ class SipUserAgent:
             # blocking the event loop.
             raise GatewayError("SIP command queue is full; the SIP thread is not keeping up")\
                 from None
+        self._ring()
+
+    def _ring(self) -> None:
+        if self.doorbell is not None:
+            self.doorbell.ring()
 
     # The sip thread ----------------------------------------------------------------------
 
@@ -347,12 +363,17 @@ class SipUserAgent:
             self._destroy(ep)
             return
         self._started.set()
+        busy_poll_ms = self._poll_ms or (_RUNG_POLL_MS if self.doorbell else _BUSY_POLL_MS)
+        idle_poll_ms = max(busy_poll_ms, _IDLE_POLL_MS)
+        doorbell = self.doorbell
         try:
             while not self._stopping.is_set():
-                # Idle (no call, no command waiting), poll at 10 Hz: a SIP request wakes
-                # libHandleEvents at once, and its call makes the loop busy from then on.
+                # Idle (no call, no command waiting), poll at 10 Hz: a SIP request or the
+                # doorbell wakes libHandleEvents at once.
                 busy = self._legs or not self._commands.empty()
-                ep.libHandleEvents(_BUSY_POLL_MS if busy else _IDLE_POLL_MS)
+                ep.libHandleEvents(busy_poll_ms if busy else idle_poll_ms)
+                if doorbell is not None:
+                    doorbell.answer()
                 self._run_after_callbacks()
                 self._run_commands()
                 self._expire_unanswered()
@@ -405,6 +426,8 @@ class SipUserAgent:
                                    f"{error_text(exc)}") from None
             self.transports.append(bound)
             first = first or bound
+            if t.type == "udp" and self.doorbell is None:
+                self.doorbell = self._make_doorbell(t.host, bound.port)
         ep.libStart()
         assert first is not None
         trunk = UaAccount(self, "trunk")
@@ -429,6 +452,17 @@ class SipUserAgent:
             sys.setswitchinterval(0.001)
         log.info("SIP listening on %s", ", ".join(f"{t.type}:{t.host}:{t.port}"
                                                  for t in self.transports))
+
+    @staticmethod
+    def _make_doorbell(host: str, port: int) -> Doorbell | None:
+        try:
+            bell = Doorbell(host, port)
+        except OSError as exc:
+            log.warning("no doorbell for the SIP thread (%s:%d: %s): it polls every %d ms "
+                        "with calls up", host, port, exc, _BUSY_POLL_MS)
+            return None
+        log.debug("SIP thread doorbell: udp %s:%d", *bell.target)
+        return bell
 
     def _capacity(self, found: binding.Binding) -> int:
         """Calls this process takes: the configured number, never more than pjsua has."""
@@ -806,6 +840,8 @@ class SipUserAgent:
     def _destroy(self, ep: Any) -> None:
         self._legs.clear()
         self._accounts.clear()
+        if self.doorbell is not None:
+            self.doorbell.close()
         try:
             ep.libDestroy()
         except Exception:

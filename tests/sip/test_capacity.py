@@ -9,12 +9,12 @@ test is not applicable and says so; CI runs it on the default (source) build.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 from pathlib import Path
 
 import pytest
 
 from gateway.sim.server import SimOptions, SimulatorServer
+from gateway.sip import binding
 from tests.sip.gateway import run_gateway
 from tests.support.audio import silence_pcm16, write_g711
 from tests.support.capture import Capture
@@ -37,7 +37,7 @@ routes:
 
 
 def _wheel() -> bool:
-    return "pjsua2-python" in importlib.metadata.packages_distributions().get("pjsua2", [])
+    return binding.installed()[0] == "wheel"
 
 
 @pytest.mark.skipif(_wheel(), reason="the PyPI wheel has 4 call slots per process")

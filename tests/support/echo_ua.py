@@ -172,7 +172,7 @@ async def _main(args: argparse.Namespace) -> int:
     from gateway.sip.ua import SipUserAgent  # pjsua2: only in the script's process
 
     ua = SipUserAgent(_settings(args), pjsip_log_level=args.pjsip_log_level,
-                      answer_deadline_s=args.answer_deadline_s)
+                      answer_deadline_s=args.answer_deadline_s, poll_ms=args.poll_ms)
     agent = EchoAgent(ua, args.answer_delay_ms / 1000, args.refer_to)
     ua.start(loop, agent.on_event)
     try:
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password-env", default="", help="variable holding the password")
     parser.add_argument("--expires", type=int, default=60)
     parser.add_argument("--pjsip-log-level", type=int, default=1)
+    parser.add_argument("--poll-ms", type=int, default=None,
+                        help="the SIP thread's longest libHandleEvents wait (default: the UA's)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -233,13 +235,16 @@ class EchoUa:
         refer_to: Transfer target of ``refer-MS`` calls.
         run_seconds: Hard bound on its life.
         answer_deadline_s: An INVITE nobody answers gets 503 after this long.
+        poll_ms: The SIP thread's longest ``libHandleEvents`` wait (default: the UA's own).
+        pjsip_log_level: PJSIP's log level in the UA's log.
     """
 
     def __init__(self, run_dir: Path, *, max_calls: int = 1, port: int | None = None,
                  answer_delay_ms: int = 0, registrar: str | None = None, user: str = "gw",
                  password: str | None = None, refer_to: str = "sip:agent@127.0.0.1:5090",
                  run_seconds: float = 120.0, start_timeout_s: float = 15.0,
-                 answer_deadline_s: float = 45.0) -> None:
+                 answer_deadline_s: float = 45.0, poll_ms: int | None = None,
+                 pjsip_log_level: int = 1) -> None:
         self.port = free_udp_port() if port is None else port
         rtp_slots = 2 * (max_calls + 2)
         self.rtp_port = free_udp_port_block(rtp_slots)
@@ -248,7 +253,10 @@ class EchoUa:
                 "--rtp-port", str(self.rtp_port), "--rtp-port-range", str(rtp_slots),
                 "--max-calls", str(max_calls), "--answer-delay-ms", str(answer_delay_ms),
                 "--refer-to", refer_to, "--run-seconds", str(run_seconds),
-                "--answer-deadline-s", str(answer_deadline_s)]
+                "--answer-deadline-s", str(answer_deadline_s),
+                "--pjsip-log-level", str(pjsip_log_level)]
+        if poll_ms is not None:
+            argv += ["--poll-ms", str(poll_ms)]
         env = {"PYTHONPATH": str(REPO_ROOT)}
         if registrar:
             argv += ["--registrar", registrar, "--user", user]

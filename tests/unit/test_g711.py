@@ -77,6 +77,15 @@ def test_alaw_decode_matches_g711_table(code: int, value: int) -> None:
     assert _samples(g711.alaw_decode(bytes([code]))).tolist() == [value]
 
 
+def test_decoded_bytes_are_little_endian_straight_from_the_tables() -> None:
+    # decode returns the table lookup's bytes as they are (no per-call astype copy), so the
+    # tables themselves must hold little-endian samples on any host.
+    assert g711.ULAW_TO_PCM16.dtype == np.dtype("<i2")
+    assert g711.ALAW_TO_PCM16.dtype == np.dtype("<i2")
+    assert g711.ulaw_decode(bytes([0x80])) == (32124).to_bytes(2, "little", signed=True)
+    assert g711.alaw_decode(bytes([0xAA])) == (32256).to_bytes(2, "little", signed=True)
+
+
 def test_ulaw_decode_encode_is_identity_except_negative_zero() -> None:
     codes = bytes(range(256))
     back = g711.ulaw_encode(g711.ulaw_decode(codes))
