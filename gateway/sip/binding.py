@@ -58,7 +58,7 @@ class Binding:
 
 
 def installed() -> tuple[Literal["source", "wheel"], str]:
-    """Which ``pjsua2`` is installed: its kind and distribution (no import of pjsua2)."""
+    """Which ``pjsua2`` is installed: its kind and distribution, from package metadata."""
     dists = importlib.metadata.packages_distributions().get("pjsua2", [])
     distribution = dists[0] if dists else "unknown"
     return ("wheel" if distribution == WHEEL_DISTRIBUTION else "source"), distribution
